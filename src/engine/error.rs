@@ -1,0 +1,51 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine. Load errors name the file and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot open model file {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not a usable GGUF file: {reason}")]
+    InvalidGguf { path: PathBuf, reason: String },
+    #[error(
+        "{path}: unsupported model architecture '{architecture}' (supported: qwen2, llama, phi2)"
+    )]
+    UnsupportedArchitecture { path: PathBuf, architecture: String },
+    #[error("{path}: missing metadata key '{key}'")]
+    MissingMetadata { path: PathBuf, key: String },
+    #[error("{path}: metadata key '{key}' has the wrong type: {reason}")]
+    BadMetadata {
+        path: PathBuf,
+        key: String,
+        reason: String,
+    },
+    #[error("{path}: missing tensor '{name}'")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor '{name}': {reason}")]
+    BadTensor {
+        path: PathBuf,
+        name: String,
+        reason: String,
+    },
+    #[error("{path}: cannot build the tokenizer: {reason}")]
+    Tokenizer { path: PathBuf, reason: String },
+    #[error("tokenizer failed on input: {0}")]
+    Encode(String),
+    #[error("prompt of {tokens} tokens exceeds the model's context of {context} tokens")]
+    ContextOverflow { tokens: usize, context: usize },
+    #[error("empty prompt")]
+    EmptyPrompt,
+    #[error("model computation failed: {0}")]
+    Compute(#[from] candle_core::Error),
+    #[error("the engine thread has stopped")]
+    EngineGone,
+    #[error("cannot start the engine thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("engine panicked: {0}")]
+    Panicked(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,216 @@
+//! The generation loop: reuse the cached prefix, prefill the rest, then sample token by token
+//! until a stop condition, checking cancellation between every step.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+
+use super::LoadedModel;
+use super::error::{Error, Result};
+use super::kv_cache::KvCache;
+use super::model::LogitsFor;
+use super::tokenizer::StreamDecoder;
+
+/// Shared flag that asks a generation to stop at the next token.
+#[derive(Clone, Default, Debug)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct GenerationParams {
+    pub max_tokens: usize,
+    /// Wall-clock limit for the whole request, prefill included.
+    pub max_time: Option<Duration>,
+    /// 0 means greedy.
+    pub temperature: f64,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f64>,
+    pub seed: u64,
+}
+
+impl Default for GenerationParams {
+    fn default() -> Self {
+        Self {
+            max_tokens: 128,
+            max_time: None,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            seed: 299_792_458,
+        }
+    }
+}
+
+/// Called with all text generated so far; `Some(n)` stops generation keeping the first `n` bytes
+/// (a char boundary), e.g. "stop at the first newline".
+pub type StopPredicate = Box<dyn FnMut(&str) -> Option<usize> + Send>;
+
+pub struct Request {
+    pub prompt: Vec<u32>,
+    pub params: GenerationParams,
+    pub stop: Option<StopPredicate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced an end-of-generation token (eos, `<|endoftext|>`, `<|file_sep|>`...).
+    EndOfGeneration,
+    StopPredicate,
+    MaxTokens,
+    TimeLimit,
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub text: String,
+    pub tokens: Vec<u32>,
+    pub reason: FinishReason,
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose keys/values came from the cache.
+    pub reused_tokens: usize,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+}
+
+/// Prompt tokens computed per forward pass: bounds the attention scratch memory and how long a
+/// cancelled request can keep the engine busy.
+pub const PREFILL_CHUNK: usize = 256;
+
+/// Runs one request to completion, calling `emit` with each new piece of text.
+pub fn run(
+    model: &LoadedModel,
+    cache: &mut KvCache,
+    mut request: Request,
+    cancel: &CancelToken,
+    emit: &mut dyn FnMut(&str),
+) -> Result<Finished> {
+    let start = Instant::now();
+    let prompt = &request.prompt;
+    if prompt.is_empty() {
+        return Err(Error::EmptyPrompt);
+    }
+    let params = &request.params;
+    // At least the last prompt token must run to produce the first logits.
+    let reused = cache.common_prefix_len(prompt).min(prompt.len() - 1);
+    cache.truncate(reused);
+    let mut finished = Finished {
+        text: String::new(),
+        tokens: Vec::new(),
+        reason: FinishReason::Cancelled,
+        prompt_tokens: prompt.len(),
+        reused_tokens: reused,
+        prefill_time: Duration::ZERO,
+        decode_time: Duration::ZERO,
+    };
+    let out_of_time = || params.max_time.is_some_and(|t| start.elapsed() >= t);
+
+    let mut logits = None;
+    let chunks: Vec<&[u32]> = prompt[reused..].chunks(PREFILL_CHUNK).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        if cancel.is_cancelled() {
+            finished.prefill_time = start.elapsed();
+            return Ok(finished);
+        }
+        if out_of_time() {
+            finished.reason = FinishReason::TimeLimit;
+            finished.prefill_time = start.elapsed();
+            return Ok(finished);
+        }
+        let want = if i + 1 == chunks.len() {
+            LogitsFor::Last
+        } else {
+            LogitsFor::None
+        };
+        logits = model.model.forward(chunk, cache, want)?;
+    }
+    finished.prefill_time = start.elapsed();
+    let Some(mut logits) = logits else {
+        return Err(Error::EmptyPrompt);
+    };
+
+    let sampling = if params.temperature <= 0.0 {
+        Sampling::ArgMax
+    } else {
+        match (params.top_k, params.top_p) {
+            (None, None) => Sampling::All {
+                temperature: params.temperature,
+            },
+            (Some(k), None) => Sampling::TopK {
+                k,
+                temperature: params.temperature,
+            },
+            (None, Some(p)) => Sampling::TopP {
+                p,
+                temperature: params.temperature,
+            },
+            (Some(k), Some(p)) => Sampling::TopKThenTopP {
+                k,
+                p,
+                temperature: params.temperature,
+            },
+        }
+    };
+    let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
+    let mut decoder = StreamDecoder::default();
+    let decode_start = Instant::now();
+    loop {
+        let token = sampler.sample(&logits.squeeze(0)?)?;
+        if model.tokenizer.is_end_of_generation(token) {
+            finished.reason = FinishReason::EndOfGeneration;
+            break;
+        }
+        finished.tokens.push(token);
+        let piece = decoder.push(model.tokenizer.token_bytes(token));
+        if !piece.is_empty() {
+            let before = finished.text.len();
+            finished.text.push_str(&piece);
+            if let Some(stop) = request.stop.as_mut()
+                && let Some(keep) = stop(&finished.text)
+            {
+                let keep = floor_char_boundary(&finished.text, keep.max(before));
+                finished.text.truncate(keep);
+                if keep > before {
+                    emit(&finished.text[before..]);
+                }
+                finished.reason = FinishReason::StopPredicate;
+                break;
+            }
+            emit(&piece);
+        }
+        if finished.tokens.len() >= params.max_tokens {
+            finished.reason = FinishReason::MaxTokens;
+            break;
+        }
+        if cancel.is_cancelled() {
+            finished.reason = FinishReason::Cancelled;
+            break;
+        }
+        if out_of_time() {
+            finished.reason = FinishReason::TimeLimit;
+            break;
+        }
+        logits = model.decode(cache, token)?;
+    }
+    finished.decode_time = decode_start.elapsed();
+    Ok(finished)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}

@@ -1,0 +1,260 @@
+//! Forward passes per architecture, as plain structs, and the pieces they share (rotary tables,
+//! causal mask, grouped-query attention). The KV cache is passed in; models hold only weights.
+
+mod llama;
+mod phi2;
+
+use candle_core::quantized::QMatMul;
+use candle_core::{D, DType, Device, Module, Tensor};
+
+use super::error::{Error, Result};
+use super::gguf::GgufFile;
+use super::kv_cache::KvCache;
+
+pub use llama::Llama;
+pub use phi2::Phi2;
+
+/// Which positions of a forward pass need logits. The output head is the largest matrix, so a
+/// prefill that only warms the cache skips it, and a normal prompt computes only the last row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    None,
+    Last,
+    All,
+}
+
+pub enum Model {
+    /// `llama` and `qwen2` (Qwen2 is llama with biases on q/k/v and NeoX rotary embedding).
+    Llama(Llama),
+    Phi2(Phi2),
+}
+
+impl Model {
+    pub fn load(gguf: &mut GgufFile, device: &Device) -> Result<Self> {
+        let arch = gguf.string("general.architecture")?.to_owned();
+        match arch.as_str() {
+            "llama" | "qwen2" => Ok(Self::Llama(Llama::load(gguf, &arch, device)?)),
+            "phi2" => Ok(Self::Phi2(Phi2::load(gguf, device)?)),
+            _ => Err(Error::UnsupportedArchitecture {
+                path: gguf.path().to_owned(),
+                architecture: arch,
+            }),
+        }
+    }
+
+    pub fn n_layers(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.n_layers(),
+            Self::Phi2(m) => m.n_layers(),
+        }
+    }
+
+    pub fn context_length(&self) -> usize {
+        match self {
+            Self::Llama(m) => m.rope.max_positions(),
+            Self::Phi2(m) => m.rope.max_positions(),
+        }
+    }
+
+    /// Runs `tokens` after the cached positions, appends their keys/values to `cache`, and
+    /// returns logits `(n, vocab)` for the positions `logits` asks for.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: LogitsFor,
+    ) -> Result<Option<Tensor>> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        let end = cache.len() + tokens.len();
+        if end > self.context_length() {
+            return Err(Error::ContextOverflow {
+                tokens: end,
+                context: self.context_length(),
+            });
+        }
+        let out = match self {
+            Self::Llama(m) => m.forward(tokens, cache, logits)?,
+            Self::Phi2(m) => m.forward(tokens, cache, logits)?,
+        };
+        cache.commit(tokens);
+        Ok(out)
+    }
+}
+
+/// Rotary embedding tables for positions `0..max_positions`.
+pub(crate) struct Rope {
+    cos: Tensor,
+    sin: Tensor,
+    /// Number of leading dimensions of each head that rotate (phi2 rotates part of the head).
+    dims: usize,
+    /// NeoX style rotates the two halves of the head; the original (GGUF llama) style rotates
+    /// adjacent pairs.
+    neox: bool,
+}
+
+impl Rope {
+    pub(crate) fn new(
+        dims: usize,
+        base: f32,
+        max_positions: usize,
+        neox: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..dims)
+            .step_by(2)
+            .map(|i| 1f32 / base.powf(i as f32 / dims as f32))
+            .collect();
+        let n = inv_freq.len();
+        let inv_freq = Tensor::from_vec(inv_freq, (1, n), device)?;
+        let positions = Tensor::arange(0u32, max_positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_positions, 1))?;
+        let angles = positions.matmul(&inv_freq)?;
+        Ok(Self {
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+            dims,
+            neox,
+        })
+    }
+
+    pub(crate) fn max_positions(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+
+    /// `x`: `(heads, seq, head_dim)` for positions `pos..pos + seq`.
+    pub(crate) fn apply(&self, x: &Tensor, pos: usize) -> Result<Tensor> {
+        let (heads, seq, head_dim) = x.dims3()?;
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        let rotate = |t: &Tensor| -> Result<Tensor> {
+            let t = t.contiguous()?.reshape((1, heads, seq, self.dims))?;
+            let r = if self.neox {
+                candle_nn::rotary_emb::rope(&t, &cos, &sin)?
+            } else {
+                candle_nn::rotary_emb::rope_i(&t, &cos, &sin)?
+            };
+            Ok(r.reshape((heads, seq, self.dims))?)
+        };
+        if self.dims == head_dim {
+            rotate(x)
+        } else {
+            let rotated = rotate(&x.narrow(D::Minus1, 0, self.dims)?)?;
+            let pass = x.narrow(D::Minus1, self.dims, head_dim - self.dims)?;
+            Ok(Tensor::cat(&[&rotated, &pass], D::Minus1)?)
+        }
+    }
+}
+
+/// Additive causal mask `(seq, pos + seq)`: query `i` (at position `pos + i`) sees keys `0..=pos + i`.
+pub(crate) fn causal_mask(seq: usize, pos: usize, device: &Device) -> Result<Tensor> {
+    let total = pos + seq;
+    let mask: Vec<f32> = (0..seq)
+        .flat_map(|i| (0..total).map(move |j| if j > pos + i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
+    Ok(Tensor::from_vec(mask, (seq, total), device)?)
+}
+
+/// Grouped-query attention without copying keys per query head: the query heads that share a
+/// key/value head are stacked along the sequence axis.
+/// `q`: `(n_head, seq, d)`, `k`/`v`: `(n_kv, total, d)`, `mask`: `(seq, total)`.
+/// Returns `(seq, n_head * d)`.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (n_head, seq, d) = q.dims3()?;
+    let (n_kv, total, _) = k.dims3()?;
+    let group = n_head / n_kv;
+    let q = q.contiguous()?.reshape((n_kv, group * seq, d))?;
+    let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
+    let scores = match mask {
+        Some(mask) => scores
+            .reshape((n_kv, group, seq, total))?
+            .broadcast_add(mask)?
+            .reshape((n_kv, group * seq, total))?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let y = probs.matmul(&v.contiguous()?)?;
+    Ok(y.reshape((n_head, seq, d))?
+        .transpose(0, 1)?
+        .reshape((seq, n_head * d))?)
+}
+
+/// Projects the final hidden states `(n, hidden)` to logits for the positions asked for.
+pub(crate) fn project_logits(
+    hidden: &Tensor,
+    which: LogitsFor,
+    head: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Option<Tensor>> {
+    let n = hidden.dim(0)?;
+    let rows = match which {
+        LogitsFor::None => return Ok(None),
+        LogitsFor::Last => hidden.narrow(0, n - 1, 1)?,
+        LogitsFor::All => hidden.clone(),
+    };
+    Ok(Some(head(&rows)?))
+}
+
+/// A quantized weight matrix with an optional bias.
+pub(crate) struct Linear {
+    weight: QMatMul,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub(crate) fn load(
+        gguf: &mut GgufFile,
+        name: &str,
+        out_in: (usize, usize),
+        bias: Bias,
+        device: &Device,
+    ) -> Result<Self> {
+        let weight =
+            gguf.tensor_shaped(&format!("{name}.weight"), &[out_in.0, out_in.1], device)?;
+        let bias_name = format!("{name}.bias");
+        let bias = match bias {
+            Bias::Required => Some(gguf.tensor_shaped(&bias_name, &[out_in.0], device)?),
+            Bias::IfPresent if gguf.has_tensor(&bias_name) => {
+                Some(gguf.tensor_shaped(&bias_name, &[out_in.0], device)?)
+            }
+            Bias::IfPresent | Bias::None => None,
+        };
+        Ok(Self {
+            weight: QMatMul::from_qtensor(weight)?,
+            bias: bias.map(|b| b.dequantize(device)).transpose()?,
+        })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.weight.forward(x)?;
+        match &self.bias {
+            Some(b) => y.broadcast_add(b),
+            None => Ok(y),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub(crate) enum Bias {
+    Required,
+    IfPresent,
+    None,
+}
+
+/// Loads an F32 (or dequantizable) vector such as a norm weight.
+pub(crate) fn vector(
+    gguf: &mut GgufFile,
+    name: &str,
+    len: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    Ok(gguf
+        .tensor_shaped(name, &[len], device)?
+        .dequantize(device)?)
+}

