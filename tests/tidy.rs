@@ -27,7 +27,10 @@ fn only_the_engine_knows_about_candle() {
                 .contains("candle_")
         })
         .collect();
-    assert!(offenders.is_empty(), "candle used outside src/engine: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "candle used outside src/engine: {offenders:?}"
+    );
 }
 
 #[test]
@@ -39,7 +42,11 @@ fn every_module_says_what_it_owns() {
         let text = std::fs::read_to_string(&f).expect("readable source");
         let is_module_root = f.ends_with("mod.rs") || f.parent() == Some(src.as_path());
         if is_module_root || text.len() > 2000 {
-            assert!(text.starts_with("//!"), "{} has no //! module doc", f.display());
+            assert!(
+                text.starts_with("//!"),
+                "{} has no //! module doc",
+                f.display()
+            );
         }
     }
 }

@@ -158,6 +158,13 @@ impl GgufFile {
         }
     }
 
+    pub fn opt_bool(&self, key: &str) -> Result<Option<bool>> {
+        match self.content.metadata.get(key) {
+            None => Ok(None),
+            Some(v) => v.to_bool().map(Some).map_err(|e| self.bad(key, e)),
+        }
+    }
+
     pub fn array(&self, key: &str) -> Result<&Vec<gguf_file::Value>> {
         self.value(key)?.to_vec().map_err(|e| self.bad(key, e))
     }

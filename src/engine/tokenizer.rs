@@ -47,6 +47,8 @@ pub struct Tokenizer {
     token_types: Vec<i32>,
     eos: Option<u32>,
     eot: Option<u32>,
+    /// Prepended to every prompt when the model says so (`tokenizer.ggml.add_bos_token`).
+    bos: Option<u32>,
 }
 
 impl Tokenizer {
@@ -147,6 +149,12 @@ impl Tokenizer {
         let eot = gguf
             .opt_usize("tokenizer.ggml.eot_token_id")?
             .map(|v| v as u32);
+        let bos = match gguf.opt_bool("tokenizer.ggml.add_bos_token")? {
+            Some(true) => gguf
+                .opt_usize("tokenizer.ggml.bos_token_id")?
+                .map(|v| v as u32),
+            _ => None,
+        };
         Ok(Self {
             inner,
             token_bytes,
@@ -154,6 +162,7 @@ impl Tokenizer {
             token_types,
             eos,
             eot,
+            bos,
         })
     }
 
@@ -214,6 +223,11 @@ impl Tokenizer {
             .get(id as usize)
             .map(Vec::as_slice)
             .unwrap_or_default()
+    }
+
+    /// The token every prompt starts with, for models that want one.
+    pub fn bos(&self) -> Option<u32> {
+        self.bos
     }
 
     pub fn special(&self, content: &str) -> Option<u32> {

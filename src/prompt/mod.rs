@@ -90,12 +90,16 @@ pub fn build(
 ) -> Result<Vec<u32>> {
     let prefix = window_before(tokenizer, prefix, budget.prefix_tokens)?;
     let prefix_ids = tokenizer.encode(prefix, false)?;
+    let mut ids: Vec<u32> = tokenizer.bos().into_iter().collect();
     Ok(match family {
-        Family::PrefixOnly => prefix_ids,
+        Family::PrefixOnly => {
+            ids.extend(prefix_ids);
+            ids
+        }
         Family::Fim(m) => {
             let suffix = window_after(tokenizer, suffix, budget.suffix_tokens)?;
             let suffix_ids = tokenizer.encode(suffix, false)?;
-            let mut ids = Vec::with_capacity(prefix_ids.len() + suffix_ids.len() + 3);
+            ids.reserve(prefix_ids.len() + suffix_ids.len() + 3);
             ids.push(m.prefix);
             ids.extend(prefix_ids);
             ids.push(m.suffix);

@@ -171,6 +171,10 @@ pub fn write_tiny(path: &Path, opts: &TinyOptions) {
         meta.push((key("attention.head_count_kv"), Value::U32(KV_HEADS as u32)));
         meta.push((key("attention.layer_norm_rms_epsilon"), Value::F32(1e-6)));
         meta.push((key("rope.freq_base"), Value::F32(10_000.0)));
+        meta.push((
+            key("rope.dimension_count"),
+            Value::U32((HIDDEN / HEADS) as u32),
+        ));
         tensors.push(("output_norm.weight".into(), f32t(&ones(HIDDEN))));
         let kv = KV_HEADS * HIDDEN / HEADS;
         for i in 0..LAYERS {
