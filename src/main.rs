@@ -66,23 +66,36 @@ enum ModelAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PYFILL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    let log_level = init_logging();
     if let Some(n) = cli.threads {
         set_threads(n);
     }
-    match run(cli) {
+    match run(cli, log_level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pyfill: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Logs to stderr (stdout is the protocol), filtered by `PYFILL_LOG`, else `RUST_LOG`, else
+/// warnings. Returns a way to change the filter later (the server's `logLevel` setting).
+fn init_logging() -> pyfill::lsp::LogLevel {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, fmt, reload};
+    let filter = EnvFilter::try_from_env("PYFILL_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let (filter, handle) = reload::Layer::new(filter);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt::layer().with_writer(std::io::stderr))
+        .init();
+    std::sync::Arc::new(move |directives: &str| {
+        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())
+    })
 }
 
 /// candle's kernels read their thread count from the environment once, on first use.
@@ -96,11 +109,19 @@ fn set_threads(n: usize) {
     }
 }
 
-fn run(cli: Cli) -> Result<()> {
+fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
     match cli.command {
         None => {
-            // The language server comes next; until then say so instead of hanging on stdin.
-            bail!("the language server is not built yet; try `pyfill complete FILE:LINE:COL`")
+            let settings = pyfill::config::Settings {
+                model: cli.model,
+                ..Default::default()
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            runtime.block_on(pyfill::lsp::serve(settings, log_level));
+            Ok(())
         }
         Some(Command::Complete {
             location,

@@ -248,9 +248,23 @@ fn time_limit_ends_generation() {
     let (_dir, path) = always("qwen2", "a");
     let engine = Engine::start(&path).unwrap();
     let mut req = request(&engine, "x = ", usize::MAX);
-    req.params.max_time = Some(Duration::from_millis(200));
+    req.params.max_time = Some(Duration::from_millis(2));
     let done = engine.generate(req).unwrap().wait().unwrap();
     assert_eq!(done.reason, FinishReason::TimeLimit);
+}
+
+#[test]
+fn a_full_context_ends_generation_cleanly() {
+    let (_dir, path) = always("qwen2", "a");
+    let engine = Engine::start(&path).unwrap();
+    let done = engine
+        .generate(request(&engine, "x = ", usize::MAX))
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(done.reason, FinishReason::ContextFull);
+    // The tiny model's context is 512 positions: the prompt plus what was generated.
+    assert_eq!(done.prompt_tokens + done.tokens.len(), 512 + 1);
 }
 
 #[test]

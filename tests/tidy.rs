@@ -34,6 +34,26 @@ fn only_the_engine_knows_about_candle() {
 }
 
 #[test]
+fn only_the_lsp_layer_knows_the_protocol() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let offenders: Vec<_> = files
+        .iter()
+        .filter(|f| !f.starts_with(src.join("lsp")))
+        .filter(|f| {
+            std::fs::read_to_string(f)
+                .expect("readable source")
+                .contains("tower_lsp")
+        })
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "tower-lsp used outside src/lsp: {offenders:?}"
+    );
+}
+
+#[test]
 fn every_module_says_what_it_owns() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();

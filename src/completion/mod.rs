@@ -134,6 +134,54 @@ pub fn plan(
     })
 }
 
+/// A suggestion for the editor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suggestion {
+    pub text: String,
+    pub mode: Mode,
+}
+
+/// Everything a suggestion request needs, owned so it can move to a worker thread.
+pub struct Ask {
+    pub text: String,
+    pub offset: usize,
+    pub budget: Budget,
+    pub params: GenerationParams,
+}
+
+/// Async: one suggestion, or `None` when cancelled (by a newer request or the client). Prompt
+/// building runs on a blocking worker and generation on the engine thread, never on the caller's
+/// async runtime.
+pub async fn suggest(
+    engine: std::sync::Arc<Engine>,
+    ask: Ask,
+    cancel: engine::CancelToken,
+) -> engine::Result<Option<Suggestion>> {
+    let tokenizer = engine.tokenizer().clone();
+    let plan = tokio::task::spawn_blocking(move || {
+        let family = Family::detect(&tokenizer);
+        let cursor = Cursor {
+            text: &ask.text,
+            offset: ask.offset,
+        };
+        plan(&tokenizer, &family, &cursor, ask.budget, ask.params)
+    })
+    .await
+    .map_err(|e| engine::Error::Panicked(e.to_string()))??;
+    if cancel.is_cancelled() {
+        return Ok(None);
+    }
+    let mut generation = engine.generate_with(plan.request, cancel)?;
+    let finished = generation.finish().await?;
+    if finished.reason == engine::FinishReason::Cancelled {
+        return Ok(None);
+    }
+    Ok(Some(Suggestion {
+        text: postprocess(&finished.text, plan.mode, &plan.line_after),
+        mode: plan.mode,
+    }))
+}
+
 /// Blocking: one suggestion for `cursor` from `engine` (for the command line; the language server
 /// drives the same steps asynchronously).
 pub fn complete(

@@ -38,7 +38,7 @@ pub enum Error {
     ContextOverflow { tokens: usize, context: usize },
     #[error("empty prompt")]
     EmptyPrompt,
-    #[error("model computation failed: {0}")]
+    #[error("model computation failed: {}", message(.0))]
     Compute(#[from] candle_core::Error),
     #[error("the engine thread has stopped")]
     EngineGone,
@@ -49,3 +49,16 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A candle error's message without the backtrace it carries when `RUST_BACKTRACE` is set.
+pub(crate) fn message(e: &candle_core::Error) -> String {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => message(inner),
+        other => other
+            .to_string()
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+    }
+}

@@ -68,6 +68,8 @@ pub enum FinishReason {
     EndOfGeneration,
     StopPredicate,
     MaxTokens,
+    /// The model's context window is full.
+    ContextFull,
     TimeLimit,
     Cancelled,
 }
@@ -199,6 +201,10 @@ pub fn run(
         }
         if out_of_time() {
             finished.reason = FinishReason::TimeLimit;
+            break;
+        }
+        if cache.len() >= model.model.context_length() {
+            finished.reason = FinishReason::ContextFull;
             break;
         }
         logits = model.decode(cache, token)?;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use candle_core::quantized::{QTensor, gguf_file};
 
-use super::error::{Error, Result};
+use super::error::{Error, Result, message};
 
 pub struct GgufFile {
     path: PathBuf,
@@ -35,7 +35,7 @@ impl GgufFile {
         let mut reader = BufReader::new(file);
         let content = gguf_file::Content::read(&mut reader).map_err(|e| Error::InvalidGguf {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason: message(&e),
         })?;
         if matches!(content.magic, gguf_file::VersionedMagic::GgufV1) {
             return Err(Error::InvalidGguf {
@@ -96,7 +96,7 @@ impl GgufFile {
         Error::BadMetadata {
             path: self.path.clone(),
             key: key.to_owned(),
-            reason: e.to_string(),
+            reason: message(&e),
         }
     }
 
@@ -185,7 +185,7 @@ impl GgufFile {
             .map_err(|e| Error::BadTensor {
                 path: self.path.clone(),
                 name: name.to_owned(),
-                reason: e.to_string(),
+                reason: message(&e),
             })
     }
 

@@ -60,6 +60,25 @@ impl Generation {
         }
         Err(Error::EngineGone)
     }
+
+    /// Waits for the end of the request without blocking the async runtime.
+    pub async fn finish(&mut self) -> Result<Finished> {
+        while let Some(event) = self.events.recv().await {
+            match event {
+                Event::Text(_) => {}
+                Event::Done(finished) => return Ok(finished),
+                Event::Failed(e) => return Err(e),
+            }
+        }
+        Err(Error::EngineGone)
+    }
+}
+
+/// Whoever drops a generation no longer wants it: stop the work at the next token.
+impl Drop for Generation {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 impl Engine {
@@ -101,8 +120,13 @@ impl Engine {
 
     /// Queues a request; text arrives on the returned generation's channel.
     pub fn generate(&self, request: Request) -> Result<Generation> {
+        self.generate_with(request, CancelToken::default())
+    }
+
+    /// Like [`Engine::generate`], cancelled through `cancel` too (e.g. by a newer request that
+    /// supersedes this one while it still waits in the queue).
+    pub fn generate_with(&self, request: Request, cancel: CancelToken) -> Result<Generation> {
         let (events, rx) = unbounded_channel();
-        let cancel = CancelToken::default();
         let job = Job {
             request,
             cancel: cancel.clone(),

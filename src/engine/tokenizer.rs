@@ -70,7 +70,7 @@ impl Tokenizer {
         let token_types: Vec<i32> = match gguf.array("tokenizer.ggml.token_type") {
             Ok(v) => v
                 .iter()
-                .map(|t| t.to_i32().map_err(|e| fail(e.to_string())))
+                .map(|t| t.to_i32().map_err(|e| fail(super::error::message(&e))))
                 .collect::<Result<_>>()?,
             Err(Error::MissingMetadata { .. }) => vec![1; tokens.len()],
             Err(e) => return Err(e),

@@ -2,6 +2,8 @@
 //! the location of the real default model.
 #![allow(dead_code)]
 
+pub mod lsp;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::Value;
@@ -43,6 +45,8 @@ pub struct TinyOptions {
     pub always: Option<u32>,
     pub with_tokenizer: bool,
     pub skip_tensor: Option<&'static str>,
+    /// Context length the metadata declares.
+    pub context: u32,
 }
 
 impl TinyOptions {
@@ -52,6 +56,7 @@ impl TinyOptions {
             always: None,
             with_tokenizer: true,
             skip_tensor: None,
+            context: 512,
         }
     }
 }
@@ -136,7 +141,7 @@ pub fn write_tiny(path: &Path, opts: &TinyOptions) {
     meta.push((key("embedding_length"), Value::U32(HIDDEN as u32)));
     meta.push((key("feed_forward_length"), Value::U32(FFN as u32)));
     meta.push((key("attention.head_count"), Value::U32(HEADS as u32)));
-    meta.push((key("context_length"), Value::U32(512)));
+    meta.push((key("context_length"), Value::U32(opts.context)));
 
     if arch == "phi2" {
         meta.push((key("attention.head_count_kv"), Value::U32(HEADS as u32)));

@@ -1,0 +1,117 @@
+//! The user's settings: one serde struct with defaults, filled from the command line, the
+//! client's `initializationOptions` and `workspace/didChangeConfiguration`. An update is merged
+//! over the current values and validated as a whole; an invalid one changes nothing.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
+pub struct Settings {
+    /// Serve suggestions at all.
+    pub enable: bool,
+    /// GGUF model file; `None` means the fetched default model.
+    pub model: Option<PathBuf>,
+    /// Most tokens per suggestion.
+    pub max_tokens: usize,
+    /// Tokens of text before the cursor the prompt may hold.
+    pub prefix_tokens: usize,
+    /// Tokens of text after the cursor the prompt may hold.
+    pub suffix_tokens: usize,
+    /// Wall-clock limit per suggestion, in milliseconds (0: none).
+    pub timeout_ms: u64,
+    /// Log filter (`tracing` directives, e.g. `info`); `None` keeps `PYFILL_LOG` / `RUST_LOG`.
+    pub log_level: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enable: true,
+            model: None,
+            max_tokens: 64,
+            prefix_tokens: 1024,
+            suffix_tokens: 256,
+            timeout_ms: 10_000,
+            log_level: None,
+        }
+    }
+}
+
+impl Settings {
+    /// `update` over `self`: keys present in `update` replace current values. Accepts the
+    /// settings object itself or one wrapped as `{"pyfill": {...}}` (what editors send for a
+    /// configuration section). `null` changes nothing.
+    pub fn merged(&self, update: &Value) -> Result<Settings, String> {
+        let update = match update {
+            Value::Null => return Ok(self.clone()),
+            Value::Object(map) if map.len() == 1 && map.contains_key("pyfill") => &map["pyfill"],
+            other => other,
+        };
+        let Value::Object(changes) = update else {
+            return Err(format!("settings must be an object, got {update}"));
+        };
+        let mut current = serde_json::to_value(self).map_err(|e| e.to_string())?;
+        if let Value::Object(map) = &mut current {
+            for (k, v) in changes {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        let settings: Settings =
+            serde_json::from_value(current).map_err(|e| format!("invalid settings: {e}"))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, value: usize, min: usize, max: usize| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name} must be between {min} and {max}, got {value}"
+                ))
+            }
+        };
+        check("maxTokens", self.max_tokens, 1, 65_536)?;
+        check("prefixTokens", self.prefix_tokens, 16, 32_768)?;
+        check("suffixTokens", self.suffix_tokens, 0, 32_768)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn updates_merge_over_current_values() {
+        let s = Settings::default()
+            .merged(&json!({"maxTokens": 12, "model": "/m.gguf"}))
+            .unwrap();
+        assert_eq!(s.max_tokens, 12);
+        assert_eq!(s.model, Some(PathBuf::from("/m.gguf")));
+        assert_eq!(s.prefix_tokens, 1024);
+        let s = s.merged(&json!({"pyfill": {"enable": false}})).unwrap();
+        assert!(!s.enable);
+        assert_eq!(s.max_tokens, 12);
+        assert_eq!(s.merged(&Value::Null).unwrap(), s);
+    }
+
+    #[test]
+    fn invalid_updates_are_refused_whole() {
+        let s = Settings::default();
+        for bad in [
+            json!({"maxTokens": 0}),
+            json!({"maxTokens": "many"}),
+            json!({"prefixTokens": 1}),
+            json!({"modle": "/typo.gguf"}),
+            json!([1, 2]),
+        ] {
+            assert!(s.merged(&bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! The language server: tower-lsp-server glue only. Capabilities, handlers, progress and messages;
+//! buffers live in `documents`, suggestions come from `completion`. State sits behind a plain
+//! `std::sync::Mutex` that is never held across an `.await`: every notification is applied before
+//! the handler's first await, so edits keep their order even though tower-lsp runs handlers
+//! concurrently, and a suggestion is only returned for the document version it was computed on.
+
+mod convert;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tower_lsp_server::gen_lsp_types as lsp;
+use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
+use tower_lsp_server::{Client, LanguageServer, LspService, Server};
+
+use crate::completion::{self, Ask, Suggestion};
+use crate::config::Settings;
+use crate::documents::{Documents, Encoding, Snapshot};
+use crate::engine::{CancelToken, Engine, GenerationParams};
+use crate::models;
+use crate::prompt::Budget;
+
+/// Changes the log filter (`tracing` directives such as `info` or `pyfill=debug`).
+pub type LogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// Serves LSP on stdin/stdout until the client says exit.
+pub async fn serve(settings: Settings, log_level: LogLevel) {
+    let (service, socket) = LspService::new(|client| Backend::new(client, settings, log_level));
+    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket)
+        .serve(service)
+        .await;
+}
+
+enum EngineState {
+    Disabled,
+    Loading,
+    Ready(Arc<Engine>),
+    Failed(String),
+}
+
+struct State {
+    documents: Documents,
+    encoding: Encoding,
+    settings: Settings,
+    engine: EngineState,
+    /// Bumped per load, so a slow load that was superseded by a newer one is discarded.
+    load_generation: u64,
+    /// The request being computed per document; a newer one cancels it.
+    in_flight: HashMap<String, (u64, CancelToken)>,
+    next_request: u64,
+    progress_supported: bool,
+    /// A problem with the initial settings, shown once the client is ready for messages.
+    pending_warning: Option<String>,
+}
+
+pub struct Backend {
+    client: Client,
+    state: Arc<Mutex<State>>,
+    log_level: LogLevel,
+}
+
+impl Backend {
+    fn new(client: Client, settings: Settings, log_level: LogLevel) -> Self {
+        Self {
+            client,
+            log_level,
+            state: Arc::new(Mutex::new(State {
+                documents: Documents::default(),
+                encoding: Encoding::Utf16,
+                settings,
+                engine: EngineState::Loading,
+                load_generation: 0,
+                in_flight: HashMap::new(),
+                next_request: 0,
+                progress_supported: false,
+                pending_warning: None,
+            })),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the documents half-edited in a way that
+        // matters more than stopping the server would; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Loads the model named by the settings on a blocking worker, with progress when the client
+    /// supports it. Requests meanwhile get empty answers.
+    fn start_loading(&self) {
+        let (generation, settings, progress) = {
+            let mut st = self.state();
+            st.load_generation += 1;
+            st.engine = if st.settings.enable {
+                EngineState::Loading
+            } else {
+                EngineState::Disabled
+            };
+            (
+                st.load_generation,
+                st.settings.clone(),
+                st.progress_supported,
+            )
+        };
+        if !settings.enable {
+            return;
+        }
+        let client = self.client.clone();
+        let state = self.state.clone();
+        tokio::spawn(async move {
+            let path = match model_path(&settings) {
+                Ok(p) => p,
+                Err(message) => {
+                    fail_load(&state, generation, message.clone());
+                    client.show_message(lsp::MessageType::Error, message).await;
+                    return;
+                }
+            };
+            let ongoing = if progress {
+                let token = lsp::ProgressToken::String(format!("pyfill-load-{generation}"));
+                match client.create_work_done_progress(token.clone()).await {
+                    Ok(()) => Some(
+                        client
+                            .progress(token, "pyfill")
+                            .with_message(format!("loading {}", path.display()))
+                            .begin()
+                            .await,
+                    ),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            let load_path = path.clone();
+            let loaded = tokio::task::spawn_blocking(move || Engine::start(&load_path)).await;
+            let outcome = match loaded {
+                Ok(Ok(engine)) => Ok(engine),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) if e.is_cancelled() => return,
+                Err(e) => Err(format!("model loading panicked: {e}")),
+            };
+            match outcome {
+                Ok(engine) => {
+                    let info = engine.info().clone();
+                    {
+                        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                        if st.load_generation == generation {
+                            st.engine = EngineState::Ready(Arc::new(engine));
+                        }
+                    }
+                    let message = format!(
+                        "model ready: {} ({}, {} layers)",
+                        path.display(),
+                        info.architecture,
+                        info.layers
+                    );
+                    tracing::info!("{message}");
+                    if let Some(p) = ongoing {
+                        p.finish_with_message(message.clone()).await;
+                    }
+                    client.log_message(lsp::MessageType::Info, message).await;
+                }
+                Err(message) => {
+                    let message = format!("pyfill: {message}");
+                    fail_load(&state, generation, message.clone());
+                    if let Some(p) = ongoing {
+                        p.finish_with_message("failed").await;
+                    }
+                    client.show_message(lsp::MessageType::Error, message).await;
+                }
+            }
+        });
+    }
+
+    /// The snapshot, byte offset and engine for a request, and its cancellation token; `None`
+    /// when there is nothing to compute (not open, model not ready, disabled).
+    fn begin_request(&self, uri: &lsp::Uri, position: lsp::Position) -> RpcResult<Option<Request>> {
+        let mut st = self.state();
+        let Some(snapshot) = st.documents.snapshot(uri.as_ref()) else {
+            tracing::warn!("suggestion asked for {uri}, which is not open");
+            return Ok(None);
+        };
+        let encoding = st.encoding;
+        let offset = snapshot
+            .offset(convert::position(position), encoding)
+            .map_err(|e| RpcError::invalid_params(e.to_string()))?;
+        let engine = match &st.engine {
+            EngineState::Ready(engine) => engine,
+            EngineState::Failed(why) => {
+                tracing::debug!("no suggestion: {why}");
+                return Ok(None);
+            }
+            EngineState::Loading | EngineState::Disabled => return Ok(None),
+        };
+        let engine = engine.clone();
+        st.next_request += 1;
+        let id = st.next_request;
+        let cancel = CancelToken::default();
+        if let Some((_, older)) = st
+            .in_flight
+            .insert(uri.as_ref().to_owned(), (id, cancel.clone()))
+        {
+            older.cancel();
+        }
+        let text = snapshot.text();
+        let word_len = word_before(&text, offset).len();
+        let settings = &st.settings;
+        let ask = Ask {
+            text,
+            offset,
+            budget: Budget {
+                prefix_tokens: settings.prefix_tokens,
+                suffix_tokens: settings.suffix_tokens,
+            },
+            params: GenerationParams {
+                max_tokens: settings.max_tokens,
+                max_time: (settings.timeout_ms > 0)
+                    .then(|| Duration::from_millis(settings.timeout_ms)),
+                ..GenerationParams::default()
+            },
+        };
+        Ok(Some(Request {
+            id,
+            uri: uri.as_ref().to_owned(),
+            snapshot,
+            offset,
+            encoding,
+            engine,
+            ask: Some(ask),
+            word_len,
+            cancel,
+        }))
+    }
+
+    /// Runs a request to its suggestion; `None` if it was superseded, cancelled, or the document
+    /// changed meanwhile (the client asks again for the new text).
+    async fn run(&self, mut request: Request) -> RpcResult<Option<(Suggestion, Request)>> {
+        let Some(ask) = request.ask.take() else {
+            return Ok(None);
+        };
+        let outcome =
+            completion::suggest(request.engine.clone(), ask, request.cancel.clone()).await;
+        let current_version = {
+            let mut st = self.state();
+            if st.in_flight.get(&request.uri).map(|(id, _)| *id) == Some(request.id) {
+                st.in_flight.remove(&request.uri);
+            }
+            st.documents.snapshot(&request.uri).map(|s| s.version)
+        };
+        let suggestion = match outcome {
+            Ok(Some(s)) => s,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                tracing::error!("suggestion failed: {e}");
+                return Err(RpcError {
+                    code: tower_lsp_server::jsonrpc::ErrorCode::InternalError,
+                    message: format!("pyfill: {e}").into(),
+                    data: None,
+                });
+            }
+        };
+        if current_version != Some(request.snapshot.version) || suggestion.text.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((suggestion, request)))
+    }
+}
+
+struct Request {
+    id: u64,
+    uri: String,
+    snapshot: Snapshot,
+    offset: usize,
+    encoding: Encoding,
+    engine: Arc<Engine>,
+    /// Taken when the request runs.
+    ask: Option<Ask>,
+    /// Length of the identifier before the cursor, which a completion item replaces.
+    word_len: usize,
+    cancel: CancelToken,
+}
+
+fn fail_load(state: &Mutex<State>, generation: u64, message: String) {
+    tracing::error!("{message}");
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    if st.load_generation == generation {
+        st.engine = EngineState::Failed(message);
+    }
+}
+
+fn model_path(settings: &Settings) -> Result<PathBuf, String> {
+    if let Some(p) = &settings.model {
+        return Ok(p.clone());
+    }
+    let path = models::default_model_path().map_err(|e| e.to_string())?;
+    if path.exists() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "pyfill: no model at {}: run `pyfill model fetch`, or set the `model` setting to a GGUF file",
+            path.display()
+        ))
+    }
+}
+
+/// The identifier characters right before `offset` (what the client's completion filter sees).
+fn word_before(text: &str, offset: usize) -> &str {
+    let before = &text[..offset];
+    let start = before
+        .char_indices()
+        .rev()
+        .take_while(|(_, c)| c.is_alphanumeric() || *c == '_')
+        .last()
+        .map_or(offset, |(i, _)| i);
+    &before[start..]
+}
+
+fn capabilities(encoding: Encoding) -> lsp::ServerCapabilities {
+    lsp::ServerCapabilities {
+        position_encoding: Some(convert::encoding_kind(encoding)),
+        text_document_sync: Some(lsp::TextDocumentSync::Options(
+            lsp::TextDocumentSyncOptions {
+                open_close: Some(true),
+                change: Some(lsp::TextDocumentSyncKind::Incremental),
+                save: Some(lsp::Save::Bool(true)),
+                ..Default::default()
+            },
+        )),
+        completion_provider: Some(lsp::CompletionOptions {
+            resolve_provider: Some(false),
+            ..Default::default()
+        }),
+        inline_completion_provider: Some(lsp::InlineCompletionProvider::Bool(true)),
+        ..Default::default()
+    }
+}
+
+impl LanguageServer for Backend {
+    async fn initialize(&self, params: lsp::InitializeParams) -> RpcResult<lsp::InitializeResult> {
+        let encoding = convert::negotiate_encoding(&params);
+        {
+            let mut st = self.state();
+            st.encoding = encoding;
+            st.progress_supported = params
+                .capabilities
+                .window
+                .as_ref()
+                .and_then(|w| w.work_done_progress)
+                .unwrap_or(false);
+            if let Some(options) = &params.initialization_options {
+                match st.settings.merged(options) {
+                    Ok(s) => st.settings = s,
+                    Err(e) => st.pending_warning = Some(format!("pyfill: {e}; using defaults")),
+                }
+            }
+            if let Some(level) = &st.settings.log_level
+                && let Err(e) = (self.log_level)(level)
+            {
+                st.pending_warning = Some(format!("pyfill: logLevel '{level}': {e}"));
+            }
+        }
+        Ok(lsp::InitializeResult {
+            capabilities: capabilities(encoding),
+            server_info: Some(lsp::ServerInfo {
+                name: "pyfill".into(),
+                version: Some(env!("CARGO_PKG_VERSION").into()),
+            }),
+        })
+    }
+
+    async fn initialized(&self, _: lsp::InitializedParams) {
+        self.start_loading();
+        let warning = self.state().pending_warning.take();
+        if let Some(w) = warning {
+            self.client.show_message(lsp::MessageType::Warning, w).await;
+        }
+    }
+
+    async fn shutdown(&self) -> RpcResult<()> {
+        let mut st = self.state();
+        for (_, (_, cancel)) in st.in_flight.drain() {
+            cancel.cancel();
+        }
+        Ok(())
+    }
+
+    async fn did_open(&self, params: lsp::DidOpenTextDocumentParams) {
+        let doc = params.text_document;
+        self.state()
+            .documents
+            .open(doc.uri.as_ref(), &doc.text, doc.version);
+    }
+
+    async fn did_change(&self, params: lsp::DidChangeTextDocumentParams) {
+        let uri = params.text_document.text_document_identifier.uri;
+        let version = params.text_document.version;
+        let changes: Vec<_> = params
+            .content_changes
+            .into_iter()
+            .map(convert::change)
+            .collect();
+        let mut st = self.state();
+        let encoding = st.encoding;
+        match st
+            .documents
+            .change(uri.as_ref(), &changes, version, encoding)
+        {
+            None => tracing::warn!("didChange for {uri}, which is not open"),
+            Some(errors) => {
+                for e in errors {
+                    tracing::warn!("{uri}: change rejected: {e}");
+                }
+            }
+        }
+    }
+
+    async fn did_save(&self, _: lsp::DidSaveTextDocumentParams) {}
+
+    async fn did_close(&self, params: lsp::DidCloseTextDocumentParams) {
+        let uri = params.text_document.uri;
+        let mut st = self.state();
+        st.documents.close(uri.as_ref());
+        if let Some((_, cancel)) = st.in_flight.remove(uri.as_ref()) {
+            cancel.cancel();
+        }
+    }
+
+    async fn did_change_configuration(&self, params: lsp::DidChangeConfigurationParams) {
+        let outcome = {
+            let mut st = self.state();
+            match st.settings.merged(&params.settings).and_then(|new| {
+                match &new.log_level {
+                    Some(level) if new.log_level != st.settings.log_level => {
+                        (self.log_level)(level).map_err(|e| format!("logLevel '{level}': {e}"))?
+                    }
+                    _ => {}
+                }
+                Ok(new)
+            }) {
+                Ok(new) => {
+                    let reload = new.model != st.settings.model || new.enable != st.settings.enable;
+                    st.settings = new;
+                    Ok(reload)
+                }
+                Err(e) => Err(e),
+            }
+        };
+        match outcome {
+            Ok(true) => self.start_loading(),
+            Ok(false) => {}
+            Err(e) => {
+                self.client
+                    .show_message(
+                        lsp::MessageType::Error,
+                        format!("pyfill: {e}; keeping the previous settings"),
+                    )
+                    .await
+            }
+        }
+    }
+
+    async fn inline_completion(
+        &self,
+        params: lsp::InlineCompletionParams,
+    ) -> RpcResult<Option<lsp::InlineCompletionResponse>> {
+        let at = params.text_document_position_params;
+        let Some(request) = self.begin_request(&at.text_document.uri, at.position)? else {
+            return Ok(empty_inline());
+        };
+        let Some((suggestion, request)) = self.run(request).await? else {
+            return Ok(empty_inline());
+        };
+        let cursor = request.snapshot.position(request.offset, request.encoding);
+        let item = lsp::InlineCompletionItem {
+            insert_text: lsp::InsertText::String(suggestion.text),
+            filter_text: None,
+            range: Some(lsp::Range {
+                start: convert::to_position(cursor),
+                end: convert::to_position(cursor),
+            }),
+            command: None,
+        };
+        Ok(Some(lsp::InlineCompletionResponse::InlineCompletionList(
+            lsp::InlineCompletionList { items: vec![item] },
+        )))
+    }
+
+    async fn completion(
+        &self,
+        params: lsp::CompletionParams,
+    ) -> RpcResult<Option<lsp::CompletionResponse>> {
+        let at = params.text_document_position_params;
+        let Some(request) = self.begin_request(&at.text_document.uri, at.position)? else {
+            return Ok(Some(completion_list(Vec::new())));
+        };
+        let Some((suggestion, request)) = self.run(request).await? else {
+            return Ok(Some(completion_list(Vec::new())));
+        };
+        let start_offset = request.offset - request.word_len;
+        let start = request.snapshot.position(start_offset, request.encoding);
+        let end = request.snapshot.position(request.offset, request.encoding);
+        let word = request
+            .snapshot
+            .rope
+            .byte_slice(start_offset..request.offset)
+            .to_string();
+        let full = format!("{word}{}", suggestion.text);
+        let first_line = full.lines().next().unwrap_or_default();
+        let label: String = if first_line.chars().count() > 60 {
+            first_line
+                .chars()
+                .take(59)
+                .chain(std::iter::once('…'))
+                .collect()
+        } else {
+            first_line.to_owned()
+        };
+        let item = lsp::CompletionItem {
+            label,
+            kind: Some(lsp::CompletionItemKind::Text),
+            detail: Some("pyfill".into()),
+            documentation: Some(lsp::Documentation::MarkupContent(lsp::MarkupContent {
+                kind: lsp::MarkupKind::Markdown,
+                value: format!("```python\n{full}\n```"),
+            })),
+            sort_text: Some("0".into()),
+            filter_text: Some(full.clone()),
+            preselect: Some(true),
+            text_edit: Some(lsp::CompletionItemTextEdit::TextEdit(lsp::TextEdit {
+                range: lsp::Range {
+                    start: convert::to_position(start),
+                    end: convert::to_position(end),
+                },
+                new_text: full,
+            })),
+            ..Default::default()
+        };
+        Ok(Some(completion_list(vec![item])))
+    }
+}
+
+fn empty_inline() -> Option<lsp::InlineCompletionResponse> {
+    Some(lsp::InlineCompletionResponse::InlineCompletionList(
+        lsp::InlineCompletionList { items: Vec::new() },
+    ))
+}
+
+/// Always incomplete: the client asks again as the user types, so the suggestion follows.
+fn completion_list(items: Vec<lsp::CompletionItem>) -> lsp::CompletionResponse {
+    lsp::CompletionResponse::CompletionList(lsp::CompletionList {
+        is_incomplete: true,
+        item_defaults: None,
+        apply_kind: None,
+        items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_before_takes_identifier_characters() {
+        assert_eq!(word_before("    return fo", 13), "fo");
+        assert_eq!(word_before("x = (", 5), "");
+        assert_eq!(word_before("é_1", "é_1".len()), "é_1");
+    }
+}
