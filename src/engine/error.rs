@@ -1,3 +1,5 @@
+//! The engine's error type: every load, tokenizer and compute failure, with the file and the problem named.
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong in the engine. Load errors name the file and the problem.
