@@ -8,6 +8,7 @@
 mod error;
 mod generate;
 mod gguf;
+mod kernels;
 mod kv_cache;
 mod model;
 mod service;

@@ -97,6 +97,11 @@ fn q8(t: &Tensor) -> QTensor {
     QTensor::quantize(t, GgmlDType::Q8_0).unwrap()
 }
 
+/// Like the default model: attention and FFN gate/up projections are Q5_0.
+fn q5(t: &Tensor) -> QTensor {
+    QTensor::quantize(t, GgmlDType::Q5_0).unwrap()
+}
+
 fn f32t(t: &Tensor) -> QTensor {
     QTensor::quantize(t, GgmlDType::F32).unwrap()
 }
@@ -159,7 +164,7 @@ pub fn write_tiny(path: &Path, opts: &TinyOptions) {
             tensors.push((format!("{p}.attn_norm.bias"), f32t(&zeros1(HIDDEN))));
             tensors.push((
                 format!("{p}.attn_qkv.weight"),
-                q8(&rand((3 * HIDDEN, HIDDEN))),
+                q5(&rand((3 * HIDDEN, HIDDEN))),
             ));
             tensors.push((format!("{p}.attn_qkv.bias"), f32t(&rand1(3 * HIDDEN))));
             tensors.push((
@@ -167,7 +172,7 @@ pub fn write_tiny(path: &Path, opts: &TinyOptions) {
                 q8(&out_proj((HIDDEN, HIDDEN))),
             ));
             tensors.push((format!("{p}.attn_output.bias"), f32t(&bias(HIDDEN))));
-            tensors.push((format!("{p}.ffn_up.weight"), q8(&rand((FFN, HIDDEN)))));
+            tensors.push((format!("{p}.ffn_up.weight"), q5(&rand((FFN, HIDDEN)))));
             tensors.push((format!("{p}.ffn_up.bias"), f32t(&rand1(FFN))));
             tensors.push((format!("{p}.ffn_down.weight"), q8(&out_proj((HIDDEN, FFN)))));
             tensors.push((format!("{p}.ffn_down.bias"), f32t(&bias(HIDDEN))));
@@ -186,9 +191,9 @@ pub fn write_tiny(path: &Path, opts: &TinyOptions) {
             let p = format!("blk.{i}");
             tensors.push((format!("{p}.attn_norm.weight"), f32t(&ones(HIDDEN))));
             tensors.push((format!("{p}.ffn_norm.weight"), f32t(&ones(HIDDEN))));
-            tensors.push((format!("{p}.attn_q.weight"), q8(&rand((HIDDEN, HIDDEN)))));
-            tensors.push((format!("{p}.attn_k.weight"), q8(&rand((kv, HIDDEN)))));
-            tensors.push((format!("{p}.attn_v.weight"), q8(&rand((kv, HIDDEN)))));
+            tensors.push((format!("{p}.attn_q.weight"), q5(&rand((HIDDEN, HIDDEN)))));
+            tensors.push((format!("{p}.attn_k.weight"), q5(&rand((kv, HIDDEN)))));
+            tensors.push((format!("{p}.attn_v.weight"), q5(&rand((kv, HIDDEN)))));
             if arch == "qwen2" {
                 tensors.push((format!("{p}.attn_q.bias"), f32t(&rand1(HIDDEN))));
                 tensors.push((format!("{p}.attn_k.bias"), f32t(&rand1(kv))));
@@ -198,8 +203,8 @@ pub fn write_tiny(path: &Path, opts: &TinyOptions) {
                 format!("{p}.attn_output.weight"),
                 q8(&out_proj((HIDDEN, HIDDEN))),
             ));
-            tensors.push((format!("{p}.ffn_gate.weight"), q8(&rand((FFN, HIDDEN)))));
-            tensors.push((format!("{p}.ffn_up.weight"), q8(&rand((FFN, HIDDEN)))));
+            tensors.push((format!("{p}.ffn_gate.weight"), q5(&rand((FFN, HIDDEN)))));
+            tensors.push((format!("{p}.ffn_up.weight"), q5(&rand((FFN, HIDDEN)))));
             tensors.push((format!("{p}.ffn_down.weight"), q8(&out_proj((HIDDEN, FFN)))));
         }
     }

@@ -4,7 +4,9 @@
 mod llama;
 mod phi2;
 
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{GgmlDType, QMatMul};
+
+use super::kernels::Q5_0Matrix;
 use candle_core::{D, DType, Device, Module, Tensor};
 
 use super::error::{Error, Result};
@@ -203,8 +205,14 @@ pub(crate) fn project_logits(
 
 /// A quantized weight matrix with an optional bias.
 pub(crate) struct Linear {
-    weight: QMatMul,
+    weight: Weight,
     bias: Option<Tensor>,
+}
+
+enum Weight {
+    /// Q5_0 runs on our own kernels (candle has no SIMD path for it on x86).
+    Q5_0(crate::engine::kernels::Q5_0Matrix),
+    Candle(QMatMul),
 }
 
 impl Linear {
@@ -225,14 +233,28 @@ impl Linear {
             }
             Bias::IfPresent | Bias::None => None,
         };
+        let q5_0 = (weight.dtype() == GgmlDType::Q5_0)
+            .then(|| weight.data().ok())
+            .flatten()
+            .and_then(|data| Q5_0Matrix::new(data.into_owned(), out_in.0, out_in.1));
         Ok(Self {
-            weight: QMatMul::from_qtensor(weight)?,
+            weight: match q5_0 {
+                Some(m) => Weight::Q5_0(m),
+                None => Weight::Candle(QMatMul::from_qtensor(weight)?),
+            },
             bias: bias.map(|b| b.dequantize(device)).transpose()?,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = match &self.weight {
+            Weight::Candle(w) => w.forward(x)?,
+            Weight::Q5_0(w) => {
+                let (n, _) = x.dims2()?;
+                let values = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+                Tensor::from_vec(w.matmul(&values, n), (n, w.rows()), x.device())?
+            }
+        };
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
