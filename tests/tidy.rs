@@ -13,20 +13,25 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-#[test]
-fn only_the_engine_knows_about_candle() {
+/// Source files outside `src/<allowed>` that mention `needle`.
+fn used_outside(allowed: &str, needle: &str) -> Vec<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    let offenders: Vec<_> = files
-        .iter()
-        .filter(|f| !f.starts_with(src.join("engine")))
+    files
+        .into_iter()
+        .filter(|f| !f.starts_with(src.join(allowed)))
         .filter(|f| {
             std::fs::read_to_string(f)
                 .expect("readable source")
-                .contains("candle_")
+                .contains(needle)
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn only_the_engine_knows_about_candle() {
+    let offenders = used_outside("engine", "candle_");
     assert!(
         offenders.is_empty(),
         "candle used outside src/engine: {offenders:?}"
@@ -35,18 +40,7 @@ fn only_the_engine_knows_about_candle() {
 
 #[test]
 fn only_the_lsp_layer_knows_the_protocol() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    let offenders: Vec<_> = files
-        .iter()
-        .filter(|f| !f.starts_with(src.join("lsp")))
-        .filter(|f| {
-            std::fs::read_to_string(f)
-                .expect("readable source")
-                .contains("tower_lsp")
-        })
-        .collect();
+    let offenders = used_outside("lsp", "tower_lsp");
     assert!(
         offenders.is_empty(),
         "tower-lsp used outside src/lsp: {offenders:?}"

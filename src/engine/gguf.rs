@@ -1,7 +1,6 @@
 //! A GGUF file opened for loading: header and metadata parsed and checked up front, tensors read on
 //! demand. Every error names the file. Knows nothing about architectures.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
@@ -76,10 +75,6 @@ impl GgufFile {
 
     pub fn path(&self) -> &Path {
         &self.path
-    }
-
-    pub fn metadata(&self) -> &HashMap<String, gguf_file::Value> {
-        &self.content.metadata
     }
 
     fn value(&self, key: &str) -> Result<&gguf_file::Value> {

@@ -49,10 +49,6 @@ impl KvCache {
         self.tokens.truncate(len);
     }
 
-    pub fn clear(&mut self) {
-        self.tokens.clear();
-    }
-
     /// Releases the memory too.
     pub fn reset(&mut self) {
         self.tokens.clear();
@@ -68,16 +64,6 @@ impl KvCache {
             .zip(tokens)
             .take_while(|(a, b)| a == b)
             .count()
-    }
-
-    /// Bytes held by the cache buffers.
-    pub fn allocated_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .flat_map(|l| [&l.k, &l.v])
-            .flatten()
-            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
     }
 
     /// Writes `k`, `v` (`(n_kv_heads, n_new, head_dim)`) for the positions after the committed

@@ -45,10 +45,6 @@ impl Generation {
         self.cancel.cancel();
     }
 
-    pub fn cancel_token(&self) -> CancelToken {
-        self.cancel.clone()
-    }
-
     /// Blocks until the request ends (never call this from async code).
     pub fn wait(mut self) -> Result<Finished> {
         while let Some(event) = self.events.blocking_recv() {
