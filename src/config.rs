@@ -24,6 +24,9 @@ pub struct Settings {
     pub timeout_ms: u64,
     /// Log filter (`tracing` directives, e.g. `info`); `None` keeps `PYFILL_LOG` / `RUST_LOG`.
     pub log_level: Option<String>,
+    /// CPU threads for inference; `None` means physical cores (or `--threads`). Read once,
+    /// before the model first loads.
+    pub threads: Option<usize>,
 }
 
 impl Default for Settings {
@@ -36,6 +39,7 @@ impl Default for Settings {
             suffix_tokens: 256,
             timeout_ms: 10_000,
             log_level: None,
+            threads: None,
         }
     }
 }
@@ -78,6 +82,9 @@ impl Settings {
         check("maxTokens", self.max_tokens, 1, 65_536)?;
         check("prefixTokens", self.prefix_tokens, 16, 32_768)?;
         check("suffixTokens", self.suffix_tokens, 0, 32_768)?;
+        if let Some(n) = self.threads {
+            check("threads", n, 1, 256)?;
+        }
         Ok(())
     }
 }

@@ -68,7 +68,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_level = init_logging();
     if let Some(n) = cli.threads {
-        set_threads(n);
+        pyfill::engine::configure_threads(n);
     }
     match run(cli, log_level) {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,17 +96,6 @@ fn init_logging() -> pyfill::lsp::LogLevel {
         let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
         handle.reload(filter).map_err(|e| e.to_string())
     })
-}
-
-/// candle's kernels read their thread count from the environment once, on first use.
-#[allow(unsafe_code)]
-fn set_threads(n: usize) {
-    let n = n.max(1).to_string();
-    // SAFETY: called at the start of main, before any other thread exists.
-    unsafe {
-        std::env::set_var("CANDLE_NUM_THREADS", &n);
-        std::env::set_var("RAYON_NUM_THREADS", &n);
-    }
 }
 
 fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {

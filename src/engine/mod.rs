@@ -131,3 +131,19 @@ pub fn argmax(logits: &Tensor) -> Result<u32> {
 pub fn threads() -> usize {
     candle_core::utils::get_num_threads()
 }
+
+/// Sets the number of threads the CPU kernels will use. candle reads it from the environment
+/// once, when its worker pool starts at the first matrix product, so this only has an effect
+/// before any model has run, and must be called while no other code reads the environment
+/// (start of `main`, or the language server's `initialize`, before any model is loaded).
+#[allow(unsafe_code)]
+pub fn configure_threads(n: usize) {
+    let n = n.max(1).to_string();
+    // SAFETY: the callers above run before the engine exists; the only other threads then are
+    // the async runtime's, which read the environment only through std (which serialises it
+    // with this write), never through C's getenv.
+    unsafe {
+        std::env::set_var("CANDLE_NUM_THREADS", &n);
+        std::env::set_var("RAYON_NUM_THREADS", &n);
+    }
+}

@@ -150,10 +150,11 @@ impl Backend {
                         }
                     }
                     let message = format!(
-                        "model ready: {} ({}, {} layers)",
+                        "model ready: {} ({}, {} layers, {} threads)",
                         path.display(),
                         info.architecture,
-                        info.layers
+                        info.layers,
+                        crate::engine::threads()
                     );
                     tracing::info!("{message}");
                     if let Some(p) = ongoing {
@@ -354,6 +355,10 @@ impl LanguageServer for Backend {
                     Err(e) => st.pending_warning = Some(format!("pyfill: {e}; using defaults")),
                 }
             }
+            if let Some(n) = st.settings.threads {
+                // No model has run yet: the kernels' pool has not started.
+                crate::engine::configure_threads(n);
+            }
             if let Some(level) = &st.settings.log_level
                 && let Err(e) = (self.log_level)(level)
             {
@@ -440,15 +445,27 @@ impl LanguageServer for Backend {
             }) {
                 Ok(new) => {
                     let reload = new.model != st.settings.model || new.enable != st.settings.enable;
+                    let threads_changed = new.threads != st.settings.threads;
                     st.settings = new;
-                    Ok(reload)
+                    Ok((reload, threads_changed))
                 }
                 Err(e) => Err(e),
             }
         };
         match outcome {
-            Ok(true) => self.start_loading(),
-            Ok(false) => {}
+            Ok((reload, threads_changed)) => {
+                if threads_changed {
+                    self.client
+                        .show_message(
+                            lsp::MessageType::Info,
+                            "pyfill: the threads setting takes effect when the server restarts",
+                        )
+                        .await;
+                }
+                if reload {
+                    self.start_loading();
+                }
+            }
             Err(e) => {
                 self.client
                     .show_message(
