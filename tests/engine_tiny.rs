@@ -14,14 +14,6 @@ use pyfill::engine::{
 
 const ARCHS: [&str; 3] = ["qwen2", "llama", "phi2"];
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 fn rows(t: pyfill::engine::Logits) -> Vec<Vec<f32>> {
     t.to_vec2::<f32>().unwrap()
 }
@@ -115,7 +107,7 @@ fn truncated_cache_plus_new_tokens_equals_fresh_computation() {
         );
         assert_eq!(cache.tokens(), b.as_slice());
         for (i, row) in got.iter().enumerate() {
-            let diff = max_abs_diff(row, &expected[common + i]);
+            let diff = common::max_abs_diff(row, &expected[common + i]);
             assert!(
                 diff < 1e-4,
                 "{arch}: position {} differs by {diff}",
@@ -130,7 +122,7 @@ fn truncated_cache_plus_new_tokens_equals_fresh_computation() {
             .unwrap();
         for (i, &t) in b[common..].iter().enumerate() {
             let row = rows(model.decode(&mut stepwise, t).unwrap());
-            let diff = max_abs_diff(&row[0], &expected[common + i]);
+            let diff = common::max_abs_diff(&row[0], &expected[common + i]);
             assert!(
                 diff < 1e-4,
                 "{arch}: decode at {} differs by {diff}",
@@ -161,7 +153,7 @@ fn last_logits_match_the_last_row_of_all() {
             .unwrap(),
     );
     assert_eq!(last.len(), 1);
-    assert!(max_abs_diff(&last[0], all.last().unwrap()) < 1e-5);
+    assert!(common::max_abs_diff(&last[0], all.last().unwrap()) < 1e-5);
     assert!(
         model
             .prefill(&mut model.new_cache(), &ids, LogitsFor::None)

@@ -173,15 +173,7 @@ fn the_threads_setting_applies_before_the_model_loads() {
     let (_dir, path) = tiny(&TinyOptions::new("qwen2"));
     let mut client = Client::start(&["--model", path.to_str().unwrap()], &[]);
     client.initialize(json!({"threads": 1}), &["utf-16"]);
-    let ready = client
-        .wait_for(Duration::from_secs(60), |m| {
-            m["method"] == "window/logMessage"
-                && m["params"]["message"]
-                    .as_str()
-                    .is_some_and(|s| s.contains("model ready"))
-        })
-        .unwrap();
-    let text = ready["params"]["message"].as_str().unwrap();
+    let text = client.wait_ready();
     assert!(text.contains("1 threads"), "{text}");
 }
 

@@ -8,13 +8,6 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_qwen2::ModelWeights;
 use pyfill::engine::{LoadedModel, LogitsFor};
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 #[test]
 fn logits_match_candle_transformers_quantized_qwen2() {
     let path = common::real_model();
@@ -45,7 +38,7 @@ fn logits_match_candle_transformers_quantized_qwen2() {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let diff = max_abs_diff(&got, &expected);
+    let diff = common::max_abs_diff(&got, &expected);
     assert!(diff < 1e-4, "prefill logits differ by {diff}");
 
     let next = 13u32;
@@ -64,6 +57,6 @@ fn logits_match_candle_transformers_quantized_qwen2() {
         .unwrap()
         .to_vec1::<f32>()
         .unwrap();
-    let diff = max_abs_diff(&got, &expected);
+    let diff = common::max_abs_diff(&got, &expected);
     assert!(diff < 1e-4, "decode logits differ by {diff}");
 }

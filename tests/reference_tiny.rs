@@ -61,11 +61,7 @@ fn every_architecture_matches_candle_transformers() {
             .unsqueeze(0)
             .unwrap();
         let expected = flat(&theirs(&input, 0));
-        let diff = got
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = common::max_abs_diff(&got, &expected);
         assert!(diff < 1e-4, "{arch}: prefill logits differ by {diff}");
 
         let next = prompt[3];
@@ -74,11 +70,7 @@ fn every_architecture_matches_candle_transformers() {
             &Tensor::new(&[[next]], &Device::Cpu).unwrap(),
             prompt.len(),
         ));
-        let diff = got
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let diff = common::max_abs_diff(&got, &expected);
         assert!(diff < 1e-4, "{arch}: decode logits differ by {diff}");
     }
 }

@@ -163,15 +163,19 @@ impl Client {
         result
     }
 
-    /// Waits until the server logs that its model is ready.
-    pub fn wait_ready(&mut self) {
+    /// Waits until the server logs that its model is ready; returns that log line.
+    pub fn wait_ready(&mut self) -> String {
         let ready = self.wait_for(Duration::from_secs(120), |m| {
             m["method"] == "window/logMessage"
                 && m["params"]["message"]
                     .as_str()
                     .is_some_and(|s| s.contains("model ready"))
         });
-        assert!(ready.is_some(), "the model never became ready");
+        let ready = ready.expect("the model never became ready");
+        ready["params"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     pub fn open(&self, uri: &str, text: &str) {

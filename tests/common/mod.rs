@@ -261,3 +261,12 @@ pub fn real_model() -> PathBuf {
     );
     path
 }
+
+/// Largest absolute difference between two equally long vectors (logits).
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
