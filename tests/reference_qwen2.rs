@@ -1,17 +1,18 @@
 //! Our qwen2 forward pass against candle-transformers' `quantized_qwen2` on the real default
-//! model: same weights, same kernels, so the logits must agree (prefill and a decode step).
+//! model: same weights, same (candle's) kernels, so the logits must agree (prefill and a decode
+//! step). The engine's own kernels are checked against these in `kernels_equivalence.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_qwen2::ModelWeights;
-use pyfill::engine::{LoadedModel, LogitsFor};
+use pyfill::engine::{Kernels, LoadedModel, LogitsFor};
 
 #[test]
 fn logits_match_candle_transformers_quantized_qwen2() {
     let path = common::real_model();
-    let ours = LoadedModel::load(&path).unwrap();
+    let ours = LoadedModel::load_with(&path, Kernels::Reference).unwrap();
     let prompt = ours
         .tokenizer
         .encode("import os\n\n\ndef list_python_files(root):\n    \"\"\"Yield .py files.\"\"\"\n    for ", false)

@@ -1,6 +1,7 @@
 //! Each architecture's forward pass against candle-transformers' reference implementation of it
 //! (`quantized_qwen2`, `quantized_llama`, `quantized_phi`) on tiny random models: same logits
-//! after a prefill and after a decode step, within 1e-4.
+//! after a prefill and after a decode step, within 1e-4, with the same (candle's) matrix kernels.
+//! The engine's own kernels are checked against these in `kernels_equivalence.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -8,7 +9,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use candle_transformers::models::{quantized_llama, quantized_phi, quantized_qwen2};
 use common::{TinyOptions, tiny};
-use pyfill::engine::{LoadedModel, LogitsFor};
+use pyfill::engine::{Kernels, LoadedModel, LogitsFor};
 
 /// candle-transformers' models behind one signature: `forward(tokens (1, n), position)`.
 type Reference = Box<dyn FnMut(&Tensor, usize) -> Tensor>;
@@ -42,7 +43,7 @@ fn flat(t: &Tensor) -> Vec<f32> {
 fn every_architecture_matches_candle_transformers() {
     for arch in ["qwen2", "llama", "phi2"] {
         let (_dir, path) = tiny(&TinyOptions::new(arch));
-        let ours = LoadedModel::load(&path).unwrap();
+        let ours = LoadedModel::load_with(&path, Kernels::Reference).unwrap();
         let mut theirs = reference(arch, &path);
         let prompt = ours
             .tokenizer

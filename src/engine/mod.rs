@@ -26,7 +26,7 @@ pub use generate::{
 };
 pub use gguf::GgufFile;
 pub use kv_cache::KvCache;
-pub use model::{LogitsFor, Model};
+pub use model::{Kernels, LogitsFor, Model};
 pub use service::{Engine, Event, Generation};
 pub use tokenizer::{StreamDecoder, Tokenizer};
 
@@ -51,6 +51,11 @@ impl LoadedModel {
     /// Loads weights and tokenizer from one GGUF file (the tokenizer first, so a file without
     /// one fails before the weights are read).
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with(path, Kernels::Fast)
+    }
+
+    /// [`LoadedModel::load`] with a choice of matrix kernels (tests compare them).
+    pub fn load_with(path: &Path, kernels: Kernels) -> Result<Self> {
         let mut gguf = GgufFile::open(path)?;
         let architecture = gguf.string("general.architecture")?.to_owned();
         if !matches!(architecture.as_str(), "qwen2" | "llama" | "phi2") {
@@ -60,7 +65,7 @@ impl LoadedModel {
             });
         }
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let model = Model::load(&mut gguf, &Device::Cpu)?;
+        let model = Model::load(&mut gguf, kernels, &Device::Cpu)?;
         let info = ModelInfo {
             path: path.to_owned(),
             name: gguf.string("general.name").ok().map(str::to_owned),
@@ -108,6 +113,15 @@ impl LoadedModel {
             1 => out.pop(),
             _ => Some(Tensor::cat(&out, 0)?),
         })
+    }
+
+    /// Hidden states after each layer, then all positions' logits, for `tokens` from a fresh
+    /// cache (see [`Model::trace`]).
+    pub fn trace(&self, tokens: &[u32]) -> Result<Vec<Tensor>> {
+        if tokens.is_empty() {
+            return Err(Error::EmptyPrompt);
+        }
+        self.model.trace(tokens, &mut self.new_cache())
     }
 
     /// One token after the cached positions; logits `(1, vocab)`.

@@ -106,14 +106,36 @@ fn f32t(t: &Tensor) -> QTensor {
     QTensor::quantize(t, GgmlDType::F32).unwrap()
 }
 
+/// `n` deterministic values, uniform with mean 0 and standard deviation `std` (xorshift).
+pub fn uniform_noise(seed: u64, n: usize, std: f32) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).max(1);
+    let half_width = std * 3f32.sqrt();
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * half_width
+        })
+        .collect()
+}
+
 /// Writes a tiny model of `opts.architecture` to `path`.
 pub fn write_tiny(path: &Path, opts: &TinyOptions) {
     let dev = Device::Cpu;
     let tokens = vocab();
     let n_vocab = tokens.len();
     let arch = opts.architecture;
-    let rand = |shape: (usize, usize)| Tensor::randn(0f32, 0.2, shape, &dev).unwrap();
-    let rand1 = |n: usize| Tensor::randn(0f32, 0.1, n, &dev).unwrap();
+    // Seeded, so every run tests the same model and a failure reproduces.
+    let seed = std::cell::Cell::new(opts.architecture.len() as u64);
+    let noise = |n: usize, std: f32| {
+        seed.set(seed.get() + 1);
+        uniform_noise(seed.get(), n, std)
+    };
+    let rand = |shape: (usize, usize)| {
+        Tensor::from_vec(noise(shape.0 * shape.1, 0.2), shape, &dev).unwrap()
+    };
+    let rand1 = |n: usize| Tensor::from_vec(noise(n, 0.1), n, &dev).unwrap();
     let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &dev).unwrap();
     let zeros2 = |s: (usize, usize)| Tensor::zeros(s, candle_core::DType::F32, &dev).unwrap();
     let zeros1 = |n: usize| Tensor::zeros(n, candle_core::DType::F32, &dev).unwrap();

@@ -4,7 +4,9 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
-use super::{Bias, Linear, LogitsFor, Rope, attention, causal_mask, project_logits, vector};
+use super::{
+    Bias, Kernels, Linear, LogitsFor, Rope, attention, causal_mask, project_logits, vector,
+};
 use crate::engine::error::Result;
 use crate::engine::gguf::GgufFile;
 use crate::engine::kv_cache::KvCache;
@@ -13,7 +15,7 @@ pub struct Llama {
     embedding: QMatMul,
     layers: Vec<Layer>,
     norm: candle_nn::RmsNorm,
-    output: QMatMul,
+    output: Linear,
     pub(super) rope: Rope,
     n_head: usize,
     n_kv_head: usize,
@@ -36,7 +38,12 @@ struct Layer {
 const MAX_POSITIONS: usize = 32_768;
 
 impl Llama {
-    pub fn load(gguf: &mut GgufFile, arch: &str, device: &Device) -> Result<Self> {
+    pub fn load(
+        gguf: &mut GgufFile,
+        arch: &str,
+        kernels: Kernels,
+        device: &Device,
+    ) -> Result<Self> {
         let key = |k: &str| format!("{arch}.{k}");
         let n_layers = gguf.usize(&key("block_count"))?;
         let hidden = gguf.usize(&key("embedding_length"))?;
@@ -70,20 +77,14 @@ impl Llama {
 
         let embd = gguf.tensor("token_embd.weight", device)?;
         let embedding_rows = embd.shape().dims().first().copied().unwrap_or(0);
-        let output = if gguf.has_tensor("output.weight") {
-            QMatMul::from_qtensor(gguf.tensor_shaped(
-                "output.weight",
-                &[embedding_rows, hidden],
-                device,
-            )?)?
+        // Tied embeddings: without its own output head the model reuses the embedding matrix.
+        let output_name = if gguf.has_tensor("output.weight") {
+            "output.weight"
         } else {
-            // Tied embeddings: the output head is the embedding matrix.
-            QMatMul::from_qtensor(gguf.tensor_shaped(
-                "token_embd.weight",
-                &[embedding_rows, hidden],
-                device,
-            )?)?
+            "token_embd.weight"
         };
+        let output =
+            Linear::load_matrix(gguf, output_name, (embedding_rows, hidden), kernels, device)?;
         let embedding = QMatMul::from_qtensor(embd)?;
 
         let mut layers = Vec::with_capacity(n_layers);
@@ -102,6 +103,7 @@ impl Llama {
                     &format!("{p}.attn_q"),
                     (hidden, hidden),
                     qkv_bias,
+                    kernels,
                     device,
                 )?,
                 k: Linear::load(
@@ -109,6 +111,7 @@ impl Llama {
                     &format!("{p}.attn_k"),
                     (kv_dim, hidden),
                     qkv_bias,
+                    kernels,
                     device,
                 )?,
                 v: Linear::load(
@@ -116,6 +119,7 @@ impl Llama {
                     &format!("{p}.attn_v"),
                     (kv_dim, hidden),
                     qkv_bias,
+                    kernels,
                     device,
                 )?,
                 o: Linear::load(
@@ -123,6 +127,7 @@ impl Llama {
                     &format!("{p}.attn_output"),
                     (hidden, hidden),
                     Bias::None,
+                    kernels,
                     device,
                 )?,
                 ffn_norm: norm(gguf, "ffn_norm")?,
@@ -131,6 +136,7 @@ impl Llama {
                     &format!("{p}.ffn_gate"),
                     (ffn, hidden),
                     Bias::None,
+                    kernels,
                     device,
                 )?,
                 up: Linear::load(
@@ -138,6 +144,7 @@ impl Llama {
                     &format!("{p}.ffn_up"),
                     (ffn, hidden),
                     Bias::None,
+                    kernels,
                     device,
                 )?,
                 down: Linear::load(
@@ -145,6 +152,7 @@ impl Llama {
                     &format!("{p}.ffn_down"),
                     (hidden, ffn),
                     Bias::None,
+                    kernels,
                     device,
                 )?,
             });
@@ -170,6 +178,7 @@ impl Llama {
         tokens: &[u32],
         cache: &mut KvCache,
         logits: LogitsFor,
+        mut trace: Option<&mut Vec<Tensor>>,
     ) -> Result<Option<Tensor>> {
         let device = Device::Cpu;
         let pos = cache.len();
@@ -194,6 +203,9 @@ impl Llama {
             let h = layer.ffn_norm.forward(&x)?;
             let ff = (candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?;
             x = (x + layer.down.forward(&ff)?)?;
+            if let Some(states) = trace.as_deref_mut() {
+                states.push(x.clone());
+            }
         }
         let x = self.norm.forward(&x)?;
         project_logits(&x, logits, |rows| self.output.forward(rows))

@@ -5,9 +5,9 @@ mod llama;
 mod phi2;
 
 use candle_core::quantized::{GgmlDType, QMatMul};
-
-use super::kernels::Q5_0Matrix;
 use candle_core::{D, DType, Device, Module, Tensor};
+
+use super::kernels::{Format, QMatrix};
 
 use super::error::{Error, Result};
 use super::gguf::GgufFile;
@@ -25,6 +25,21 @@ pub enum LogitsFor {
     All,
 }
 
+/// Which code multiplies the quantized matrices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// The engine's own kernels (`engine::kernels`) for the formats and CPUs they cover, candle
+    /// for the rest.
+    #[default]
+    Fast,
+    /// candle's quantized matmul everywhere: the unoptimised path the fast one is checked
+    /// against.
+    Reference,
+    /// Weights dequantized to f32 at load and multiplied in f32: the exact product of the
+    /// file's weights, which both quantized paths approximate (tests measure their errors).
+    Exact,
+}
+
 pub enum Model {
     /// `llama` and `qwen2` (Qwen2 is llama with biases on q/k/v and NeoX rotary embedding).
     Llama(Llama),
@@ -32,11 +47,11 @@ pub enum Model {
 }
 
 impl Model {
-    pub fn load(gguf: &mut GgufFile, device: &Device) -> Result<Self> {
+    pub fn load(gguf: &mut GgufFile, kernels: Kernels, device: &Device) -> Result<Self> {
         let arch = gguf.string("general.architecture")?.to_owned();
         match arch.as_str() {
-            "llama" | "qwen2" => Ok(Self::Llama(Llama::load(gguf, &arch, device)?)),
-            "phi2" => Ok(Self::Phi2(Phi2::load(gguf, device)?)),
+            "llama" | "qwen2" => Ok(Self::Llama(Llama::load(gguf, &arch, kernels, device)?)),
+            "phi2" => Ok(Self::Phi2(Phi2::load(gguf, kernels, device)?)),
             _ => Err(Error::UnsupportedArchitecture {
                 path: gguf.path().to_owned(),
                 architecture: arch,
@@ -77,11 +92,25 @@ impl Model {
             });
         }
         let out = match self {
-            Self::Llama(m) => m.forward(tokens, cache, logits)?,
+            Self::Llama(m) => m.forward(tokens, cache, logits, None)?,
             Self::Phi2(m) => m.forward(tokens, cache, logits)?,
         };
         cache.commit(tokens);
         Ok(out)
+    }
+
+    /// The hidden state `(n, hidden)` after each layer and then the logits `(n, vocab)` of all
+    /// positions, for `tokens` from position 0 (tests compare kernels layer by layer). Only the
+    /// llama-shaped models trace their layers; phi2 gives its logits alone.
+    pub fn trace(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<Tensor>> {
+        let mut states = Vec::new();
+        let logits = match self {
+            Self::Llama(m) => m.forward(tokens, cache, LogitsFor::All, Some(&mut states))?,
+            Self::Phi2(m) => m.forward(tokens, cache, LogitsFor::All)?,
+        };
+        cache.commit(tokens);
+        states.extend(logits);
+        Ok(states)
     }
 }
 
@@ -210,8 +239,7 @@ pub(crate) struct Linear {
 }
 
 enum Weight {
-    /// Q5_0 runs on our own kernels (candle has no SIMD path for it on x86).
-    Q5_0(crate::engine::kernels::Q5_0Matrix),
+    Fast(QMatrix),
     Candle(QMatMul),
 }
 
@@ -221,10 +249,10 @@ impl Linear {
         name: &str,
         out_in: (usize, usize),
         bias: Bias,
+        kernels: Kernels,
         device: &Device,
     ) -> Result<Self> {
-        let weight =
-            gguf.tensor_shaped(&format!("{name}.weight"), &[out_in.0, out_in.1], device)?;
+        let weight = Self::weight(gguf, &format!("{name}.weight"), out_in, kernels, device)?;
         let bias_name = format!("{name}.bias");
         let bias = match bias {
             Bias::Required => Some(gguf.tensor_shaped(&bias_name, &[out_in.0], device)?),
@@ -233,23 +261,61 @@ impl Linear {
             }
             Bias::IfPresent | Bias::None => None,
         };
-        let q5_0 = (weight.dtype() == GgmlDType::Q5_0)
-            .then(|| weight.data().ok())
-            .flatten()
-            .and_then(|data| Q5_0Matrix::new(data.into_owned(), out_in.0, out_in.1));
         Ok(Self {
-            weight: match q5_0 {
-                Some(m) => Weight::Q5_0(m),
-                None => Weight::Candle(QMatMul::from_qtensor(weight)?),
-            },
+            weight,
             bias: bias.map(|b| b.dequantize(device)).transpose()?,
+        })
+    }
+
+    /// A matrix on the engine's kernels when they cover its format and this CPU, else candle's.
+    fn weight(
+        gguf: &mut GgufFile,
+        name: &str,
+        (rows, cols): (usize, usize),
+        kernels: Kernels,
+        device: &Device,
+    ) -> Result<Weight> {
+        let tensor = gguf.tensor_shaped(name, &[rows, cols], device)?;
+        let format = match tensor.dtype() {
+            GgmlDType::Q5_0 => Some(Format::Q5_0),
+            GgmlDType::Q8_0 if std::env::var_os("NOQ8").is_none() => Some(Format::Q8_0),
+            GgmlDType::Q4K => Some(Format::Q4K),
+            GgmlDType::Q6K => Some(Format::Q6K),
+            _ => None,
+        };
+        if kernels == Kernels::Exact {
+            return Ok(Weight::Candle(QMatMul::Tensor(tensor.dequantize(device)?)));
+        }
+        let fast = match (kernels, format) {
+            (Kernels::Fast, Some(format)) => {
+                QMatrix::new(format, tensor.data()?.into_owned(), rows, cols)
+            }
+            _ => None,
+        };
+        Ok(match fast {
+            Some(m) => Weight::Fast(m),
+            None => Weight::Candle(QMatMul::from_qtensor(tensor)?),
+        })
+    }
+
+    /// A bias-free matrix (the output head).
+    pub(crate) fn load_matrix(
+        gguf: &mut GgufFile,
+        name: &str,
+        out_in: (usize, usize),
+        kernels: Kernels,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            weight: Self::weight(gguf, name, out_in, kernels, device)?,
+            bias: None,
         })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let y = match &self.weight {
             Weight::Candle(w) => w.forward(x)?,
-            Weight::Q5_0(w) => {
+            Weight::Fast(w) => {
                 let (n, _) = x.dims2()?;
                 let values = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
                 Tensor::from_vec(w.matmul(&values, n), (n, w.rows()), x.device())?

@@ -4,7 +4,9 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Module, Tensor};
 
-use super::{Bias, Linear, LogitsFor, Rope, attention, causal_mask, project_logits, vector};
+use super::{
+    Bias, Kernels, Linear, LogitsFor, Rope, attention, causal_mask, project_logits, vector,
+};
 use crate::engine::error::{Error, Result};
 use crate::engine::gguf::GgufFile;
 use crate::engine::kv_cache::KvCache;
@@ -33,7 +35,7 @@ struct Layer {
 }
 
 impl Phi2 {
-    pub fn load(gguf: &mut GgufFile, device: &Device) -> Result<Self> {
+    pub fn load(gguf: &mut GgufFile, kernels: Kernels, device: &Device) -> Result<Self> {
         let n_layers = gguf.usize("phi2.block_count")?;
         let hidden = gguf.usize("phi2.embedding_length")?;
         let ffn = gguf.usize("phi2.feed_forward_length")?;
@@ -71,6 +73,7 @@ impl Phi2 {
                     &format!("{p}.attn_qkv"),
                     (3 * hidden, hidden),
                     Bias::Required,
+                    kernels,
                     device,
                 )?)
             } else {
@@ -80,6 +83,7 @@ impl Phi2 {
                         &format!("{p}.attn_q"),
                         (hidden, hidden),
                         Bias::Required,
+                        kernels,
                         device,
                     )?,
                     Linear::load(
@@ -87,6 +91,7 @@ impl Phi2 {
                         &format!("{p}.attn_k"),
                         (hidden, hidden),
                         Bias::Required,
+                        kernels,
                         device,
                     )?,
                     Linear::load(
@@ -94,6 +99,7 @@ impl Phi2 {
                         &format!("{p}.attn_v"),
                         (hidden, hidden),
                         Bias::Required,
+                        kernels,
                         device,
                     )?,
                 )
@@ -106,6 +112,7 @@ impl Phi2 {
                     &format!("{p}.attn_output"),
                     (hidden, hidden),
                     Bias::Required,
+                    kernels,
                     device,
                 )?,
                 up: Linear::load(
@@ -113,6 +120,7 @@ impl Phi2 {
                     &format!("{p}.ffn_up"),
                     (ffn, hidden),
                     Bias::Required,
+                    kernels,
                     device,
                 )?,
                 down: Linear::load(
@@ -120,6 +128,7 @@ impl Phi2 {
                     &format!("{p}.ffn_down"),
                     (hidden, ffn),
                     Bias::Required,
+                    kernels,
                     device,
                 )?,
             });
@@ -128,7 +137,14 @@ impl Phi2 {
             embedding,
             layers,
             norm: layer_norm(gguf, "output_norm")?,
-            output: Linear::load(gguf, "output", (vocab, hidden), Bias::IfPresent, device)?,
+            output: Linear::load(
+                gguf,
+                "output",
+                (vocab, hidden),
+                Bias::IfPresent,
+                kernels,
+                device,
+            )?,
             rope: Rope::new(rope_dims, 10_000.0, context, true, device)?,
             n_head,
             head_dim,

@@ -1,0 +1,601 @@
+//! The x86 kernels behind [`super::QMatrix::matmul`]: one generic tile (rows x tokens, integer
+//! dot products per group of 32, f32 accumulators per lane), instantiated per weight format and
+//! per instruction set. Each format only says how to unpack one group of its weights.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use half::f16;
+
+use super::{Acts, Format, GROUP, Isa, QMatrix, q4k_scale_min};
+
+/// Weight rows per tile.
+const ROWS: usize = 4;
+/// Tokens per tile.
+const TOKENS: usize = 4;
+/// Bytes of quantized activations per slab of tokens: half of a typical 1-2 MiB L2 cache, so
+/// a slab is read from L2 once per tile of weight rows.
+const SLAB_BYTES: usize = 512 * 1024;
+
+/// One group of 32 weights in registers: bytes for the integer dot product, an f32 scale for
+/// each of its eight i32 lanes (four bytes each), and the Q4_K min subtracted from every value.
+#[derive(Clone, Copy)]
+struct Group {
+    q: __m256i,
+    scale: __m256,
+    min: f32,
+}
+
+/// How one format stores its groups.
+trait Layout {
+    /// Weights are signed bytes (products via |w| and the activations with w's sign); otherwise
+    /// unsigned bytes, which go straight into `vpdpbusd`/`vpmaddubsw`.
+    const SIGNED: bool;
+    /// Unsigned weights mean `q - 2^OFFSET_LOG2` (0: no offset).
+    const OFFSET_LOG2: i32;
+    /// Values are `scale * q - min` (Q4_K).
+    const HAS_MIN: bool;
+
+    /// # Safety
+    /// `row` points at a whole row of this format holding more than `g` groups; the CPU runs
+    /// AVX2 and F16C.
+    unsafe fn group(row: *const u8, g: usize) -> Group;
+}
+
+fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: callers pass a pointer to two readable bytes inside a block.
+    let bytes = unsafe { [*p, *p.add(1)] };
+    f16::from_le_bytes(bytes).to_f32()
+}
+
+/// One byte per bit of `bits`: 0xFF where the bit is set, 0 elsewhere.
+#[inline(always)]
+unsafe fn spread_bits(bits: u32) -> __m256i {
+    // Byte i takes the byte of `bits` that holds bit i; or-ing every other bit position in
+    // leaves all ones exactly where bit i was set.
+    unsafe {
+        let which_byte = _mm256_set_epi64x(
+            0x0303_0303_0303_0303,
+            0x0202_0202_0202_0202,
+            0x0101_0101_0101_0101,
+            0,
+        );
+        let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(bits as i32), which_byte);
+        let other_bits = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        _mm256_cmpeq_epi8(_mm256_or_si256(bytes, other_bits), _mm256_set1_epi64x(-1))
+    }
+}
+
+struct Q5_0;
+impl Layout for Q5_0 {
+    const SIGNED: bool = false;
+    const OFFSET_LOG2: i32 = 4;
+    const HAS_MIN: bool = false;
+
+    #[inline(always)]
+    unsafe fn group(row: *const u8, g: usize) -> Group {
+        unsafe {
+            let b = row.add(g * 22);
+            let qh = b.add(2).cast::<u32>().read_unaligned();
+            let qs = _mm_loadu_si128(b.add(6).cast());
+            // Values 0..15 are the low nibbles, 16..31 the high ones; bit 4 from `qh`.
+            let nibbles = _mm256_and_si256(
+                _mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs),
+                _mm256_set1_epi8(0x0F),
+            );
+            let high = _mm256_and_si256(spread_bits(qh), _mm256_set1_epi8(0x10));
+            Group {
+                q: _mm256_or_si256(nibbles, high),
+                scale: _mm256_set1_ps(f16_at(b)),
+                min: 0.0,
+            }
+        }
+    }
+}
+
+struct Q8_0;
+impl Layout for Q8_0 {
+    const SIGNED: bool = true;
+    const OFFSET_LOG2: i32 = 0;
+    const HAS_MIN: bool = false;
+
+    #[inline(always)]
+    unsafe fn group(row: *const u8, g: usize) -> Group {
+        unsafe {
+            let b = row.add(g * 34);
+            Group {
+                q: _mm256_loadu_si256(b.add(2).cast()),
+                scale: _mm256_set1_ps(f16_at(b)),
+                min: 0.0,
+            }
+        }
+    }
+}
+
+struct Q4K;
+impl Layout for Q4K {
+    const SIGNED: bool = false;
+    const OFFSET_LOG2: i32 = 0;
+    const HAS_MIN: bool = true;
+
+    #[inline(always)]
+    unsafe fn group(row: *const u8, g: usize) -> Group {
+        unsafe {
+            let b = row.add(g / 8 * 144);
+            let j = g % 8;
+            let packed = std::slice::from_raw_parts(b.add(4), 12);
+            let (sc, m) = q4k_scale_min(j, packed);
+            // Groups 2i and 2i+1 share 32 bytes: low nibbles, then high nibbles.
+            let bytes = _mm256_loadu_si256(b.add(16 + 32 * (j / 2)).cast());
+            let bytes = if j.is_multiple_of(2) {
+                bytes
+            } else {
+                _mm256_srli_epi16::<4>(bytes)
+            };
+            Group {
+                q: _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F)),
+                scale: _mm256_set1_ps(f16_at(b) * f32::from(sc)),
+                min: f16_at(b.add(2)) * f32::from(m),
+            }
+        }
+    }
+}
+
+struct Q6K;
+impl Layout for Q6K {
+    const SIGNED: bool = false;
+    const OFFSET_LOG2: i32 = 5;
+    const HAS_MIN: bool = false;
+
+    #[inline(always)]
+    unsafe fn group(row: *const u8, g: usize) -> Group {
+        unsafe {
+            let b = row.add(g / 8 * 210);
+            // Each half of the block (128 values) holds four groups: low nibbles of bytes
+            // 0..32, of 32..64, then the high nibbles of both; two high bits per group in a
+            // 32-byte run, at bit 2k for group k.
+            let (half, k) = ((g % 8) / 4, g % 4);
+            let low = _mm256_loadu_si256(b.add(64 * half + 32 * (k & 1)).cast());
+            let low = if k < 2 {
+                low
+            } else {
+                _mm256_srli_epi16::<4>(low)
+            };
+            let low = _mm256_and_si256(low, _mm256_set1_epi8(0x0F));
+            let high = _mm256_loadu_si256(b.add(128 + 32 * half).cast());
+            let high = _mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * k as i32));
+            let high = _mm256_slli_epi16::<4>(_mm256_and_si256(high, _mm256_set1_epi8(3)));
+            // One scale per 16 values: lanes 0..4 hold the first 16 bytes, 4..8 the rest.
+            let scales = b.add(192 + 8 * half + 2 * k).cast::<i8>();
+            let d = f16_at(b.add(208));
+            Group {
+                q: _mm256_or_si256(low, high),
+                scale: _mm256_set_m128(
+                    _mm_set1_ps(d * f32::from(*scales.add(1))),
+                    _mm_set1_ps(d * f32::from(*scales)),
+                ),
+                min: 0.0,
+            }
+        }
+    }
+}
+
+/// Sums of four consecutive unsigned x signed byte products into eight i32 lanes, plus `init`.
+#[inline(always)]
+unsafe fn dot<const VNNI: bool>(init: __m256i, unsigned: __m256i, signed: __m256i) -> __m256i {
+    unsafe {
+        if VNNI {
+            _mm256_dpbusd_epi32(init, unsigned, signed)
+        } else {
+            // Pairs of products fit i16: the formats' unsigned values are at most 63 (128 for
+            // |Q8_0|), activations at most 127 in magnitude.
+            let pairs = _mm256_maddubs_epi16(unsigned, signed);
+            _mm256_add_epi32(init, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+    }
+}
+
+/// `R` weight rows times `T` tokens over all groups.
+#[inline(always)]
+unsafe fn tile<L: Layout, const VNNI: bool, const R: usize, const T: usize>(
+    w: [*const u8; R],
+    acts: &Acts,
+    tokens: [usize; T],
+) -> [[f32; T]; R] {
+    unsafe {
+        let groups = acts.groups;
+        let zero = _mm256_setzero_si256();
+        let mut acc = [[_mm256_setzero_ps(); T]; R];
+        for g in 0..groups {
+            let wg: [Group; R] = std::array::from_fn(|r| L::group(w[r], g));
+            let w_abs: [__m256i; R] = std::array::from_fn(|r| {
+                if L::SIGNED {
+                    _mm256_sign_epi8(wg[r].q, wg[r].q)
+                } else {
+                    wg[r].q
+                }
+            });
+            for (t, &token) in tokens.iter().enumerate() {
+                let i = token * groups + g;
+                let y = _mm256_loadu_si256(acts.q.as_ptr().add(i * GROUP).cast());
+                let dy = _mm256_set1_ps(*acts.d.get_unchecked(i));
+                let neg_sums = if L::OFFSET_LOG2 > 0 || L::HAS_MIN {
+                    _mm256_loadu_si256(acts.neg_lane_sums.as_ptr().add(i).cast())
+                } else {
+                    zero
+                };
+                let init = if L::OFFSET_LOG2 > 0 {
+                    _mm256_sll_epi32(neg_sums, _mm_cvtsi32_si128(L::OFFSET_LOG2))
+                } else {
+                    zero
+                };
+                let neg_y_sums = if L::HAS_MIN {
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(neg_sums), dy)
+                } else {
+                    _mm256_setzero_ps()
+                };
+                for r in 0..R {
+                    let products = if L::SIGNED {
+                        dot::<VNNI>(zero, w_abs[r], _mm256_sign_epi8(y, wg[r].q))
+                    } else {
+                        dot::<VNNI>(init, wg[r].q, y)
+                    };
+                    let scale = _mm256_mul_ps(wg[r].scale, dy);
+                    let mut a = _mm256_fmadd_ps(_mm256_cvtepi32_ps(products), scale, acc[r][t]);
+                    if L::HAS_MIN {
+                        a = _mm256_fmadd_ps(_mm256_set1_ps(wg[r].min), neg_y_sums, a);
+                    }
+                    acc[r][t] = a;
+                }
+            }
+        }
+        acc.map(|row| row.map(|v| hsum(v)))
+    }
+}
+
+/// Two consecutive groups of one weight row in a 512-bit register each.
+#[derive(Clone, Copy)]
+struct Pair {
+    q: __m512i,
+    scale: __m512,
+    min: __m512,
+}
+
+/// Groups `g` and `g + 1` of `row`, unpacked now.
+#[inline(always)]
+unsafe fn pair_from_blocks<L: Layout>(row: *const u8, g: usize) -> Pair {
+    unsafe {
+        let (a, b) = (L::group(row, g), L::group(row, g + 1));
+        Pair {
+            q: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a.q), b.q),
+            scale: _mm512_insertf32x8::<1>(_mm512_castps256_ps512(a.scale), b.scale),
+            min: if L::HAS_MIN {
+                _mm512_insertf32x8::<1>(
+                    _mm512_castps256_ps512(_mm256_set1_ps(a.min)),
+                    _mm256_set1_ps(b.min),
+                )
+            } else {
+                _mm512_setzero_ps()
+            },
+        }
+    }
+}
+
+/// Weight rows unpacked once for all the tokens of a slab (prompt processing): per row and
+/// group, 32 bytes, eight lane scales and (Q4_K) eight lane mins, read back two groups at a time.
+#[derive(Default)]
+struct Unpacked {
+    q: Vec<__m256i>,
+    scale: Vec<__m256>,
+    min: Vec<__m256>,
+}
+
+impl Unpacked {
+    #[inline(always)]
+    unsafe fn fill<L: Layout, const R: usize>(&mut self, w: [*const u8; R], groups: usize) {
+        self.q.clear();
+        self.scale.clear();
+        self.min.clear();
+        for row in w {
+            for g in 0..groups {
+                // SAFETY: the caller passes whole rows of `groups` groups, on a CPU with AVX2.
+                unsafe {
+                    let group = L::group(row, g);
+                    self.q.push(group.q);
+                    self.scale.push(group.scale);
+                    if L::HAS_MIN {
+                        self.min.push(_mm256_set1_ps(group.min));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Groups `g` and `g + 1` of row `r`.
+    #[inline(always)]
+    unsafe fn pair<L: Layout>(&self, r: usize, groups: usize, g: usize) -> Pair {
+        let i = r * groups + g;
+        // SAFETY: `fill` stored `groups` entries per row and g + 1 < groups.
+        unsafe {
+            Pair {
+                q: _mm512_loadu_si512(self.q.as_ptr().add(i).cast()),
+                scale: _mm512_loadu_ps(self.scale.as_ptr().add(i).cast()),
+                min: if L::HAS_MIN {
+                    _mm512_loadu_ps(self.min.as_ptr().add(i).cast())
+                } else {
+                    _mm512_setzero_ps()
+                },
+            }
+        }
+    }
+}
+
+/// [`tile`] with 512-bit registers, two groups per instruction (AVX-512 VNNI, an even number of
+/// groups). `weights(r, g)` gives groups `g` and `g + 1` of row `r`; whether they come straight
+/// from the blocks or from [`Unpacked`], the arithmetic per (row, token) is the same, so one
+/// token computed alone equals the same token in a batch.
+#[inline(always)]
+unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
+    weights: impl Fn(usize, usize) -> Pair,
+    acts: &Acts,
+    tokens: [usize; T],
+) -> [[f32; T]; R] {
+    unsafe {
+        let groups = acts.groups;
+        let zero = _mm512_setzero_si512();
+        let mut acc = [[_mm512_setzero_ps(); T]; R];
+        for g in (0..groups).step_by(2) {
+            let w: [Pair; R] = std::array::from_fn(|r| weights(r, g));
+            let w_abs: [__m512i; R] = std::array::from_fn(|r| {
+                if L::SIGNED {
+                    _mm512_abs_epi8(w[r].q)
+                } else {
+                    w[r].q
+                }
+            });
+            let w_neg: [__mmask64; R] = std::array::from_fn(|r| {
+                if L::SIGNED {
+                    _mm512_movepi8_mask(w[r].q)
+                } else {
+                    0
+                }
+            });
+            for (t, &token) in tokens.iter().enumerate() {
+                let i = token * groups + g;
+                let y = _mm512_loadu_si512(acts.q.as_ptr().add(i * GROUP).cast());
+                let dy = _mm512_loadu_ps(acts.d_lanes.as_ptr().add(i).cast());
+                let neg_sums = if L::OFFSET_LOG2 > 0 || L::HAS_MIN {
+                    _mm512_loadu_si512(acts.neg_lane_sums.as_ptr().add(i).cast())
+                } else {
+                    zero
+                };
+                let init = if L::OFFSET_LOG2 > 0 {
+                    _mm512_sll_epi32(neg_sums, _mm_cvtsi32_si128(L::OFFSET_LOG2))
+                } else {
+                    zero
+                };
+                let neg_y_sums = if L::HAS_MIN {
+                    _mm512_mul_ps(_mm512_cvtepi32_ps(neg_sums), dy)
+                } else {
+                    _mm512_setzero_ps()
+                };
+                for r in 0..R {
+                    let products = if L::SIGNED {
+                        // |w| times y with w's sign (where w is 0 so is |w|).
+                        let signed_y = _mm512_mask_sub_epi8(y, w_neg[r], zero, y);
+                        _mm512_dpbusd_epi32(zero, w_abs[r], signed_y)
+                    } else {
+                        _mm512_dpbusd_epi32(init, w[r].q, y)
+                    };
+                    let scale = _mm512_mul_ps(w[r].scale, dy);
+                    let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(products), scale, acc[r][t]);
+                    if L::HAS_MIN {
+                        a = _mm512_fmadd_ps(w[r].min, neg_y_sums, a);
+                    }
+                    acc[r][t] = a;
+                }
+            }
+        }
+        acc.map(|row| row.map(|v| _mm512_reduce_add_ps(v)))
+    }
+}
+
+/// The output buffer, shared by the pool's threads, each writing its own rows.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+// SAFETY: used only in `matmul`, where every thread writes a disjoint set of indices.
+unsafe impl Sync for SharedOut {}
+unsafe impl Send for SharedOut {}
+
+/// Rows `rows` of `m` times tokens `tokens` into `out` (`(tokens, m.rows)` row-major).
+#[inline(always)]
+unsafe fn run<L: Layout, const VNNI: bool>(
+    m: &QMatrix,
+    acts: &Acts,
+    rows: Range<usize>,
+    tokens: Range<usize>,
+    out: SharedOut,
+) {
+    unsafe {
+        let row_bytes = m.row_bytes();
+        let base = m.data.as_ptr();
+        let groups = acts.groups;
+        let wide = VNNI && groups.is_multiple_of(2);
+        // Unpacking a tile of rows once pays off when several token tiles reuse it.
+        let unpack = wide && tokens.len() >= 2 * TOKENS;
+        let mut unpacked = Unpacked::default();
+        let mut r = rows.start;
+        while r < rows.end {
+            let store = Store {
+                out,
+                first_row: r,
+                n_rows: m.rows,
+            };
+            if r + ROWS <= rows.end {
+                let w: [*const u8; ROWS] = std::array::from_fn(|k| base.add((r + k) * row_bytes));
+                if unpack {
+                    unpacked.fill::<L, ROWS>(w, groups);
+                    let u = &unpacked;
+                    token_tiles::<ROWS>(
+                        tokens.clone(),
+                        store,
+                        |t| tile512::<L, ROWS, TOKENS>(|r, g| u.pair::<L>(r, groups, g), acts, t),
+                        |t| tile512::<L, ROWS, 1>(|r, g| u.pair::<L>(r, groups, g), acts, t),
+                    );
+                } else if wide {
+                    token_tiles::<ROWS>(
+                        tokens.clone(),
+                        store,
+                        |t| {
+                            tile512::<L, ROWS, TOKENS>(
+                                |r, g| pair_from_blocks::<L>(w[r], g),
+                                acts,
+                                t,
+                            )
+                        },
+                        |t| tile512::<L, ROWS, 1>(|r, g| pair_from_blocks::<L>(w[r], g), acts, t),
+                    );
+                } else {
+                    token_tiles::<ROWS>(
+                        tokens.clone(),
+                        store,
+                        |t| tile::<L, VNNI, ROWS, TOKENS>(w, acts, t),
+                        |t| tile::<L, VNNI, ROWS, 1>(w, acts, t),
+                    );
+                }
+                r += ROWS;
+            } else {
+                let w = [base.add(r * row_bytes)];
+                if wide {
+                    token_tiles::<1>(
+                        tokens.clone(),
+                        store,
+                        |t| tile512::<L, 1, TOKENS>(|r, g| pair_from_blocks::<L>(w[r], g), acts, t),
+                        |t| tile512::<L, 1, 1>(|r, g| pair_from_blocks::<L>(w[r], g), acts, t),
+                    );
+                } else {
+                    token_tiles::<1>(
+                        tokens.clone(),
+                        store,
+                        |t| tile::<L, VNNI, 1, TOKENS>(w, acts, t),
+                        |t| tile::<L, VNNI, 1, 1>(w, acts, t),
+                    );
+                }
+                r += 1;
+            }
+        }
+    }
+}
+
+/// Where a tile's results go.
+#[derive(Clone, Copy)]
+struct Store {
+    out: SharedOut,
+    first_row: usize,
+    n_rows: usize,
+}
+
+/// Runs `four` over the tokens four at a time and `one` over the rest, storing the results.
+#[inline(always)]
+unsafe fn token_tiles<const R: usize>(
+    tokens: Range<usize>,
+    store: Store,
+    four: impl Fn([usize; TOKENS]) -> [[f32; TOKENS]; R],
+    one: impl Fn([usize; 1]) -> [[f32; 1]; R],
+) {
+    let Store {
+        out,
+        first_row,
+        n_rows,
+    } = store;
+    let mut t = tokens.start;
+    while t < tokens.end {
+        if t + TOKENS <= tokens.end {
+            let v = four(std::array::from_fn(|k| t + k));
+            for (r, row) in v.iter().enumerate() {
+                for (k, value) in row.iter().enumerate() {
+                    // SAFETY: the caller's rows and tokens are inside `out`, and only this
+                    // thread writes these rows.
+                    unsafe { *out.0.add((t + k) * n_rows + first_row + r) = *value };
+                }
+            }
+            t += TOKENS;
+        } else {
+            let v = one([t]);
+            for (r, row) in v.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { *out.0.add(t * n_rows + first_row + r) = row[0] };
+            }
+            t += 1;
+        }
+    }
+}
+
+type Runner = unsafe fn(&QMatrix, &Acts, Range<usize>, Range<usize>, SharedOut);
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn run_avx2<L: Layout>(
+    m: &QMatrix,
+    acts: &Acts,
+    rows: Range<usize>,
+    tokens: Range<usize>,
+    out: SharedOut,
+) {
+    unsafe { run::<L, false>(m, acts, rows, tokens, out) }
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn run_vnni<L: Layout>(
+    m: &QMatrix,
+    acts: &Acts,
+    rows: Range<usize>,
+    tokens: Range<usize>,
+    out: SharedOut,
+) {
+    unsafe { run::<L, true>(m, acts, rows, tokens, out) }
+}
+
+fn runner(isa: Isa, format: Format) -> Runner {
+    match (isa, format) {
+        (Isa::Avx2, Format::Q5_0) => run_avx2::<Q5_0>,
+        (Isa::Avx2, Format::Q8_0) => run_avx2::<Q8_0>,
+        (Isa::Avx2, Format::Q4K) => run_avx2::<Q4K>,
+        (Isa::Avx2, Format::Q6K) => run_avx2::<Q6K>,
+        (Isa::Avx512Vnni, Format::Q5_0) => run_vnni::<Q5_0>,
+        (Isa::Avx512Vnni, Format::Q8_0) => run_vnni::<Q8_0>,
+        (Isa::Avx512Vnni, Format::Q4K) => run_vnni::<Q4K>,
+        (Isa::Avx512Vnni, Format::Q6K) => run_vnni::<Q6K>,
+    }
+}
+
+/// `out` (`(tokens, m.rows)`) = `acts` x `m` transposed, split over weight rows between the
+/// threads of candle's worker pool (the caller joins in).
+pub(super) fn matmul(m: &QMatrix, acts: &Acts, out: &mut [f32]) {
+    let run = runner(m.isa, m.format);
+    let n = acts.d.len() / acts.groups;
+    debug_assert_eq!(out.len(), n * m.rows);
+    let slab = (SLAB_BYTES / m.cols).max(TOKENS) / TOKENS * TOKENS;
+    let out = SharedOut(out.as_mut_ptr());
+    candle_core::utils::barrier_pool().execute_chunked(m.rows.div_ceil(ROWS), |tiles| {
+        let rows = tiles.start * ROWS..(tiles.end * ROWS).min(m.rows);
+        let mut start = 0;
+        while start < n {
+            let end = (start + slab).min(n);
+            // SAFETY: `QMatrix` only exists with an `Isa` that `Isa::available` found on this
+            // CPU (see `Linear::load` and the tests) and with whole rows of blocks; `acts` holds
+            // `n` tokens of `cols` values; every thread writes only its own rows of `out`.
+            unsafe { run(m, acts, rows.clone(), start..end, out) };
+            start = end;
+        }
+    });
+}
