@@ -17,7 +17,9 @@
 //! scales (per 32 values where candle uses one per 256 for K-quants); the tests bound the error
 //! against exact f32 products, and the model tests bound the effect on logits.
 //!
-//! Block layouts (ggml's; value = what a weight means):
+//! Q5_0 and Q8_0 rows are stored as planes (all scales, then all high bits, then all quants:
+//! the same bytes, but a 512-bit register takes two groups in one load). The GGUF block
+//! layouts (ggml's; value = what a weight means):
 //! - Q5_0, 32 values in 22 bytes: f16 d, 32 high bits, 16 bytes of nibbles; d * (q - 16).
 //! - Q8_0, 32 values in 34 bytes: f16 d, 32 i8; d * q.
 //! - Q4_K, 256 values in 144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins for 8
@@ -48,6 +50,11 @@ impl Format {
             Self::Q5_0 | Self::Q8_0 => 32,
             Self::Q4K | Self::Q6K => 256,
         }
+    }
+
+    /// Whether rows are rearranged into planes at load (see the module docs).
+    fn planar(self) -> bool {
+        matches!(self, Self::Q5_0 | Self::Q8_0)
     }
 
     /// Bytes per block.
@@ -117,7 +124,15 @@ impl QMatrix {
         let fits = cols > 0
             && cols.is_multiple_of(format.block_values())
             && data.len() == rows * cols / format.block_values() * format.block_bytes();
-        fits.then_some(Self {
+        if !fits {
+            return None;
+        }
+        let data = if format.planar() {
+            planes(format, &data, cols / GROUP)
+        } else {
+            data
+        };
+        Some(Self {
             format,
             isa,
             data,
@@ -138,12 +153,34 @@ impl QMatrix {
     /// `rows` values.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {
         assert_eq!(x.len(), n * self.cols, "activation shape");
-        let acts = Acts::quantize(x, n, self.cols);
+        let acts = Acts::quantize(x, n, self.cols, self.isa);
         let mut out = vec![0f32; n * self.rows];
         #[cfg(target_arch = "x86_64")]
         x86::matmul(self, &acts, &mut out);
         out
     }
+}
+
+/// Q5_0/Q8_0 blocks rearranged, row by row, into planes: the f16 scales of the row's groups,
+/// then (Q5_0) their 32-bit high-bit masks, then their quants.
+fn planes(format: Format, blocks: &[u8], groups: usize) -> Vec<u8> {
+    let size = format.block_bytes();
+    let mut out = vec![0u8; blocks.len()];
+    for (src, dst) in blocks
+        .chunks_exact(groups * size)
+        .zip(out.chunks_exact_mut(groups * size))
+    {
+        for (g, block) in src.chunks_exact(size).enumerate() {
+            dst[2 * g..2 * g + 2].copy_from_slice(&block[..2]);
+            if format == Format::Q5_0 {
+                dst[2 * groups + 4 * g..2 * groups + 4 * g + 4].copy_from_slice(&block[2..6]);
+                dst[6 * groups + 16 * g..6 * groups + 16 * g + 16].copy_from_slice(&block[6..]);
+            } else {
+                dst[2 * groups + 32 * g..2 * groups + 32 * g + 32].copy_from_slice(&block[2..]);
+            }
+        }
+    }
+    out
 }
 
 /// Activations quantized for one product: per token, `cols / 32` groups of 32 i8 values `q`
@@ -160,7 +197,8 @@ pub(crate) struct Acts {
 }
 
 impl Acts {
-    fn quantize(x: &[f32], n: usize, cols: usize) -> Self {
+    /// Quantizes `n` tokens of `cols` values, the tokens split between the pool's threads.
+    fn quantize(x: &[f32], n: usize, cols: usize, isa: Isa) -> Self {
         let groups = cols / GROUP;
         let mut acts = Self {
             groups,
@@ -169,26 +207,86 @@ impl Acts {
             d_lanes: vec![[0.0; 8]; n * groups],
             neg_lane_sums: vec![[0; 8]; n * groups],
         };
-        for (((values, q), d), sums) in x
-            .chunks_exact(GROUP)
-            .zip(acts.q.chunks_exact_mut(GROUP))
-            .zip(acts.d.iter_mut())
-            .zip(acts.neg_lane_sums.iter_mut())
-        {
-            let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-            *d = amax / 127.0;
-            let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-            for (q, v) in q.iter_mut().zip(values) {
-                *q = (v * inv).round() as i8;
+        let out = ActsOut {
+            q: acts.q.as_mut_ptr(),
+            d: acts.d.as_mut_ptr(),
+            d_lanes: acts.d_lanes.as_mut_ptr(),
+            neg_lane_sums: acts.neg_lane_sums.as_mut_ptr(),
+        };
+        let work = |tokens: std::ops::Range<usize>| {
+            for g in tokens.start * groups..tokens.end * groups {
+                // SAFETY: g < n * groups, the length of every buffer (in groups), and each
+                // token's groups are written by one thread only.
+                let (q, d, d_lanes, sums) = unsafe { out.group(g) };
+                let values = &x[g * GROUP..(g + 1) * GROUP];
+                quantize_group(values, q, d, sums, isa);
+                *d_lanes = [*d; 8];
             }
-            for (sum, four) in sums.iter_mut().zip(q.chunks_exact(4)) {
-                *sum = -four.iter().map(|&v| i32::from(v)).sum::<i32>();
-            }
-        }
-        for (lanes, d) in acts.d_lanes.iter_mut().zip(&acts.d) {
-            *lanes = [*d; 8];
+        };
+        // Below a few tokens waking the pool costs more than it saves.
+        if n < 8 {
+            work(0..n);
+        } else {
+            candle_core::utils::barrier_pool().execute_chunked(n, work);
         }
         acts
+    }
+}
+
+/// Where [`Acts::quantize`]'s threads write.
+#[derive(Clone, Copy)]
+struct ActsOut {
+    q: *mut i8,
+    d: *mut f32,
+    d_lanes: *mut [f32; 8],
+    neg_lane_sums: *mut [i32; 8],
+}
+
+// SAFETY: only used by `Acts::quantize`, whose threads write disjoint tokens.
+unsafe impl Sync for ActsOut {}
+unsafe impl Send for ActsOut {}
+
+impl ActsOut {
+    /// # Safety
+    /// `g` is inside the buffers and no other thread uses group `g` meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn group(&self, g: usize) -> (&mut [i8; GROUP], &mut f32, &mut [f32; 8], &mut [i32; 8]) {
+        unsafe {
+            (
+                &mut *self.q.add(g * GROUP).cast::<[i8; GROUP]>(),
+                &mut *self.d.add(g),
+                &mut *self.d_lanes.add(g),
+                &mut *self.neg_lane_sums.add(g),
+            )
+        }
+    }
+}
+
+/// One group of 32 activations to bytes: `d = amax / 127`, `q = round(v / d)`, and the negated
+/// sums of each four consecutive `q`s.
+fn quantize_group(
+    values: &[f32],
+    q: &mut [i8; GROUP],
+    d: &mut f32,
+    neg_lane_sums: &mut [i32; 8],
+    isa: Isa,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if isa == Isa::Avx512Vnni {
+        // SAFETY: an `Isa` is only chosen among those `Isa::available` found on this CPU.
+        unsafe { x86::quantize_group_avx512(values, q, d, neg_lane_sums) };
+        return;
+    }
+    let _ = isa;
+    let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    *d = amax / 127.0;
+    let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+    for (q, v) in q.iter_mut().zip(values) {
+        // Round half to even, as the vector path does.
+        *q = (v * inv).round_ties_even() as i8;
+    }
+    for (sum, four) in neg_lane_sums.iter_mut().zip(q.chunks_exact(4)) {
+        *sum = -four.iter().map(|&v| i32::from(v)).sum::<i32>();
     }
 }
 

@@ -100,7 +100,7 @@ fn every_format_matches_exact_products_within_the_activation_rounding() {
                 .collect();
             let m = QMatrix::new(format, data, rows, cols).unwrap();
             // What the kernels multiply: the activations after their rounding to bytes.
-            let acts = Acts::quantize(&x, n, cols);
+            let acts = Acts::quantize(&x, n, cols, m.isa);
             let x_rounded: Vec<f32> = acts
                 .q
                 .iter()
@@ -207,5 +207,43 @@ fn zero_activations_give_zero() {
             return;
         };
         assert_eq!(m.matmul(&vec![0.0; cols], 1), vec![0.0, 0.0]);
+    }
+}
+
+/// Not a test: decode and prompt throughput of each format on the default model's shapes
+/// (`cargo test --release --lib kernel_throughput -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn kernel_throughput() {
+    for (format, rows, cols) in [
+        (Format::Q5_0, 4864, 896),
+        (Format::Q8_0, 151_936, 896),
+        (Format::Q4K, 896, 4864),
+        (Format::Q6K, 896, 4864),
+        (Format::Q5_0, 896, 896),
+    ] {
+        let blocks = rows * cols / format.block_values();
+        let m = QMatrix::new(format, random_blocks(format, 1, blocks), rows, cols).unwrap();
+        let bytes = m.data.len() as f64;
+        for n in [1, 64] {
+            let x = noise(2, n * cols);
+            m.matmul(&x, n);
+            let reps = if n == 1 { 50 } else { 5 };
+            let mut times: Vec<f64> = (0..reps)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    std::hint::black_box(m.matmul(&x, n));
+                    t.elapsed().as_secs_f64()
+                })
+                .collect();
+            times.sort_by(f64::total_cmp);
+            let s = times[reps / 2];
+            eprintln!(
+                "{format:?} {rows}x{cols} n={n}: {:.2} ms, {:.1} GB/s, {:.1} GMAC/s",
+                s * 1e3,
+                bytes / s / 1e9,
+                (rows * cols * n) as f64 / s / 1e9
+            );
+        }
     }
 }

@@ -37,9 +37,32 @@ trait Layout {
     const HAS_MIN: bool;
 
     /// # Safety
-    /// `row` points at a whole row of this format holding more than `g` groups; the CPU runs
-    /// AVX2 and F16C.
-    unsafe fn group(row: *const u8, g: usize) -> Group;
+    /// `row` points at a whole row of this format holding `groups` groups, `g < groups`; the
+    /// CPU runs AVX2 and F16C.
+    unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group;
+
+    /// Groups `g` and `g + 1` in 512-bit registers.
+    ///
+    /// # Safety
+    /// As [`Layout::group`], with `g + 1 < groups`, on a CPU with AVX-512 (F, BW, VL).
+    #[inline(always)]
+    unsafe fn pair(row: *const u8, groups: usize, g: usize) -> Pair {
+        unsafe {
+            let (a, b) = (Self::group(row, groups, g), Self::group(row, groups, g + 1));
+            Pair {
+                q: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a.q), b.q),
+                scale: _mm512_insertf32x8::<1>(_mm512_castps256_ps512(a.scale), b.scale),
+                min: if Self::HAS_MIN {
+                    _mm512_insertf32x8::<1>(
+                        _mm512_castps256_ps512(_mm256_set1_ps(a.min)),
+                        _mm256_set1_ps(b.min),
+                    )
+                } else {
+                    _mm512_setzero_ps()
+                },
+            }
+        }
+    }
 }
 
 fn f16_at(p: *const u8) -> f32 {
@@ -66,6 +89,18 @@ unsafe fn spread_bits(bits: u32) -> __m256i {
     }
 }
 
+/// The two f16 scales at `p` as `[a x 8, b x 8]`.
+#[inline(always)]
+unsafe fn two_scales(p: *const u8) -> __m512 {
+    unsafe {
+        let both = _mm_cvtph_ps(_mm_cvtsi32_si128(p.cast::<i32>().read_unaligned()));
+        let which = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        _mm512_permutexvar_ps(which, _mm512_castps128_ps512(both))
+    }
+}
+
+/// Q5_0 rows as planes (see [`super::Format::planar`]): f16 scales, then 32 high bits per
+/// group, then 16 bytes of nibbles per group.
 struct Q5_0;
 impl Layout for Q5_0 {
     const SIGNED: bool = false;
@@ -73,11 +108,10 @@ impl Layout for Q5_0 {
     const HAS_MIN: bool = false;
 
     #[inline(always)]
-    unsafe fn group(row: *const u8, g: usize) -> Group {
+    unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group {
         unsafe {
-            let b = row.add(g * 22);
-            let qh = b.add(2).cast::<u32>().read_unaligned();
-            let qs = _mm_loadu_si128(b.add(6).cast());
+            let qh = row.add(2 * groups + 4 * g).cast::<u32>().read_unaligned();
+            let qs = _mm_loadu_si128(row.add(6 * groups + 16 * g).cast());
             // Values 0..15 are the low nibbles, 16..31 the high ones; bit 4 from `qh`.
             let nibbles = _mm256_and_si256(
                 _mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs),
@@ -86,13 +120,32 @@ impl Layout for Q5_0 {
             let high = _mm256_and_si256(spread_bits(qh), _mm256_set1_epi8(0x10));
             Group {
                 q: _mm256_or_si256(nibbles, high),
-                scale: _mm256_set1_ps(f16_at(b)),
+                scale: _mm256_set1_ps(f16_at(row.add(2 * g))),
                 min: 0.0,
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn pair(row: *const u8, groups: usize, g: usize) -> Pair {
+        unsafe {
+            // 32 bytes of nibbles for both groups: [a | b] -> [a low, a high, b low, b high].
+            let qs = _mm256_loadu_si256(row.add(6 * groups + 16 * g).cast());
+            let low = _mm256_and_si256(qs, _mm256_set1_epi8(0x0F));
+            let high = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), _mm256_set1_epi8(0x0F));
+            let mixed = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high);
+            let nibbles = _mm512_shuffle_i64x2::<0b11_01_10_00>(mixed, mixed);
+            let bits = row.add(2 * groups + 4 * g).cast::<u64>().read_unaligned();
+            Pair {
+                q: _mm512_mask_add_epi8(nibbles, bits, nibbles, _mm512_set1_epi8(0x10)),
+                scale: two_scales(row.add(2 * g)),
+                min: _mm512_setzero_ps(),
             }
         }
     }
 }
 
+/// Q8_0 rows as planes: f16 scales, then 32 bytes per group.
 struct Q8_0;
 impl Layout for Q8_0 {
     const SIGNED: bool = true;
@@ -100,13 +153,23 @@ impl Layout for Q8_0 {
     const HAS_MIN: bool = false;
 
     #[inline(always)]
-    unsafe fn group(row: *const u8, g: usize) -> Group {
+    unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group {
         unsafe {
-            let b = row.add(g * 34);
             Group {
-                q: _mm256_loadu_si256(b.add(2).cast()),
-                scale: _mm256_set1_ps(f16_at(b)),
+                q: _mm256_loadu_si256(row.add(2 * groups + 32 * g).cast()),
+                scale: _mm256_set1_ps(f16_at(row.add(2 * g))),
                 min: 0.0,
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn pair(row: *const u8, groups: usize, g: usize) -> Pair {
+        unsafe {
+            Pair {
+                q: _mm512_loadu_si512(row.add(2 * groups + 32 * g).cast()),
+                scale: two_scales(row.add(2 * g)),
+                min: _mm512_setzero_ps(),
             }
         }
     }
@@ -119,7 +182,7 @@ impl Layout for Q4K {
     const HAS_MIN: bool = true;
 
     #[inline(always)]
-    unsafe fn group(row: *const u8, g: usize) -> Group {
+    unsafe fn group(row: *const u8, _groups: usize, g: usize) -> Group {
         unsafe {
             let b = row.add(g / 8 * 144);
             let j = g % 8;
@@ -139,6 +202,31 @@ impl Layout for Q4K {
             }
         }
     }
+    #[inline(always)]
+    unsafe fn pair(row: *const u8, _groups: usize, g: usize) -> Pair {
+        unsafe {
+            // g is even, so both groups share one block and one run of 32 bytes.
+            let b = row.add(g / 8 * 144);
+            let j = g % 8;
+            let packed = std::slice::from_raw_parts(b.add(4), 12);
+            let ((sc0, m0), (sc1, m1)) = (q4k_scale_min(j, packed), q4k_scale_min(j + 1, packed));
+            let bytes = _mm256_loadu_si256(b.add(16 + 32 * (j / 2)).cast());
+            let low = _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
+            let high = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), _mm256_set1_epi8(0x0F));
+            let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
+            let halves = |a: f32, b: f32| {
+                _mm512_insertf32x8::<1>(
+                    _mm512_castps256_ps512(_mm256_set1_ps(a)),
+                    _mm256_set1_ps(b),
+                )
+            };
+            Pair {
+                q: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high),
+                scale: halves(d * f32::from(sc0), d * f32::from(sc1)),
+                min: halves(dmin * f32::from(m0), dmin * f32::from(m1)),
+            }
+        }
+    }
 }
 
 struct Q6K;
@@ -148,7 +236,7 @@ impl Layout for Q6K {
     const HAS_MIN: bool = false;
 
     #[inline(always)]
-    unsafe fn group(row: *const u8, g: usize) -> Group {
+    unsafe fn group(row: *const u8, _groups: usize, g: usize) -> Group {
         unsafe {
             let b = row.add(g / 8 * 210);
             // Each half of the block (128 values) holds four groups: low nibbles of bytes
@@ -175,6 +263,41 @@ impl Layout for Q6K {
                     _mm_set1_ps(d * f32::from(*scales)),
                 ),
                 min: 0.0,
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn pair(row: *const u8, _groups: usize, g: usize) -> Pair {
+        unsafe {
+            // g is even: groups k and k + 1 of one half-block, whose low nibbles are the same
+            // nibble of two consecutive 32-byte runs, and whose high bits sit 2 bits apart.
+            let b = row.add(g / 8 * 210);
+            let (half, k) = ((g % 8) / 4, g % 4);
+            let low = _mm512_loadu_si512(b.add(64 * half).cast());
+            let low = if k < 2 {
+                low
+            } else {
+                _mm512_srli_epi16::<4>(low)
+            };
+            let low = _mm512_and_si512(low, _mm512_set1_epi8(0x0F));
+            let high = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(128 + 32 * half).cast()));
+            let shift = |s: i16| {
+                _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_set1_epi16(s)),
+                    _mm256_set1_epi16(s + 2),
+                )
+            };
+            let high = _mm512_srlv_epi16(high, shift(2 * k as i16));
+            let high = _mm512_slli_epi16::<4>(_mm512_and_si512(high, _mm512_set1_epi8(3)));
+            // Four scales, one per 16 values, each over four lanes.
+            let scales = b.add(192 + 8 * half + 2 * k).cast::<i32>().read_unaligned();
+            let scales = _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(scales)));
+            let scales = _mm_mul_ps(scales, _mm_set1_ps(f16_at(b.add(208))));
+            let which = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+            Pair {
+                q: _mm512_or_si512(low, high),
+                scale: _mm512_permutexvar_ps(which, _mm512_castps128_ps512(scales)),
+                min: _mm512_setzero_ps(),
             }
         }
     }
@@ -216,7 +339,7 @@ unsafe fn tile<L: Layout, const VNNI: bool, const R: usize, const T: usize>(
         let zero = _mm256_setzero_si256();
         let mut acc = [[_mm256_setzero_ps(); T]; R];
         for g in 0..groups {
-            let wg: [Group; R] = std::array::from_fn(|r| L::group(w[r], g));
+            let wg: [Group; R] = std::array::from_fn(|r| L::group(w[r], groups, g));
             let w_abs: [__m256i; R] = std::array::from_fn(|r| {
                 if L::SIGNED {
                     _mm256_sign_epi8(wg[r].q, wg[r].q)
@@ -270,26 +393,6 @@ struct Pair {
     min: __m512,
 }
 
-/// Groups `g` and `g + 1` of `row`, unpacked now.
-#[inline(always)]
-unsafe fn pair_from_blocks<L: Layout>(row: *const u8, g: usize) -> Pair {
-    unsafe {
-        let (a, b) = (L::group(row, g), L::group(row, g + 1));
-        Pair {
-            q: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a.q), b.q),
-            scale: _mm512_insertf32x8::<1>(_mm512_castps256_ps512(a.scale), b.scale),
-            min: if L::HAS_MIN {
-                _mm512_insertf32x8::<1>(
-                    _mm512_castps256_ps512(_mm256_set1_ps(a.min)),
-                    _mm256_set1_ps(b.min),
-                )
-            } else {
-                _mm512_setzero_ps()
-            },
-        }
-    }
-}
-
 /// Weight rows unpacked once for all the tokens of a slab (prompt processing): per row and
 /// group, 32 bytes, eight lane scales and (Q4_K) eight lane mins, read back two groups at a time.
 #[derive(Default)]
@@ -309,7 +412,7 @@ impl Unpacked {
             for g in 0..groups {
                 // SAFETY: the caller passes whole rows of `groups` groups, on a CPU with AVX2.
                 unsafe {
-                    let group = L::group(row, g);
+                    let group = L::group(row, groups, g);
                     self.q.push(group.q);
                     self.scale.push(group.scale);
                     if L::HAS_MIN {
@@ -355,31 +458,27 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         for g in (0..groups).step_by(2) {
             let w: [Pair; R] = std::array::from_fn(|r| weights(r, g));
-            let w_abs: [__m512i; R] = std::array::from_fn(|r| {
+            // Signed weights become unsigned with an offset of 128 (q + 128 = q ^ 0x80), which
+            // `vpdpbusd` takes directly; the offset comes off through the lane sums.
+            let w_u: [__m512i; R] = std::array::from_fn(|r| {
                 if L::SIGNED {
-                    _mm512_abs_epi8(w[r].q)
+                    _mm512_xor_si512(w[r].q, _mm512_set1_epi8(-128))
                 } else {
                     w[r].q
                 }
             });
-            let w_neg: [__mmask64; R] = std::array::from_fn(|r| {
-                if L::SIGNED {
-                    _mm512_movepi8_mask(w[r].q)
-                } else {
-                    0
-                }
-            });
+            let offset_log2 = if L::SIGNED { 7 } else { L::OFFSET_LOG2 };
             for (t, &token) in tokens.iter().enumerate() {
                 let i = token * groups + g;
                 let y = _mm512_loadu_si512(acts.q.as_ptr().add(i * GROUP).cast());
                 let dy = _mm512_loadu_ps(acts.d_lanes.as_ptr().add(i).cast());
-                let neg_sums = if L::OFFSET_LOG2 > 0 || L::HAS_MIN {
+                let neg_sums = if offset_log2 > 0 || L::HAS_MIN {
                     _mm512_loadu_si512(acts.neg_lane_sums.as_ptr().add(i).cast())
                 } else {
                     zero
                 };
-                let init = if L::OFFSET_LOG2 > 0 {
-                    _mm512_sll_epi32(neg_sums, _mm_cvtsi32_si128(L::OFFSET_LOG2))
+                let init = if offset_log2 > 0 {
+                    _mm512_sll_epi32(neg_sums, _mm_cvtsi32_si128(offset_log2))
                 } else {
                     zero
                 };
@@ -389,13 +488,7 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
                     _mm512_setzero_ps()
                 };
                 for r in 0..R {
-                    let products = if L::SIGNED {
-                        // |w| times y with w's sign (where w is 0 so is |w|).
-                        let signed_y = _mm512_mask_sub_epi8(y, w_neg[r], zero, y);
-                        _mm512_dpbusd_epi32(zero, w_abs[r], signed_y)
-                    } else {
-                        _mm512_dpbusd_epi32(init, w[r].q, y)
-                    };
+                    let products = _mm512_dpbusd_epi32(init, w_u[r], y);
                     let scale = _mm512_mul_ps(w[r].scale, dy);
                     let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(products), scale, acc[r][t]);
                     if L::HAS_MIN {
@@ -406,6 +499,36 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
             }
         }
         acc.map(|row| row.map(|v| _mm512_reduce_add_ps(v)))
+    }
+}
+
+/// [`super::quantize_group`] with AVX-512.
+///
+/// # Safety
+/// The CPU runs AVX-512 F, BW, VL and VNNI; `values` holds 32 floats.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) unsafe fn quantize_group_avx512(
+    values: &[f32],
+    q: &mut [i8; GROUP],
+    d: &mut f32,
+    neg_lane_sums: &mut [i32; 8],
+) {
+    unsafe {
+        let a = _mm512_loadu_ps(values.as_ptr());
+        let b = _mm512_loadu_ps(values.as_ptr().add(16));
+        let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(b)));
+        *d = amax / 127.0;
+        let inv = _mm512_set1_ps(if amax > 0.0 { 127.0 / amax } else { 0.0 });
+        // Nearest, ties to even (the default rounding mode); saturating to i8.
+        let qa = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(a, inv)));
+        let qb = _mm512_cvtsepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(b, inv)));
+        let bytes = _mm256_set_m128i(qb, qa);
+        _mm256_storeu_si256(q.as_mut_ptr().cast(), bytes);
+        let sums = _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_set1_epi8(1), bytes);
+        _mm256_storeu_si256(
+            neg_lane_sums.as_mut_ptr().cast(),
+            _mm256_sub_epi32(_mm256_setzero_si256(), sums),
+        );
     }
 }
 
@@ -443,6 +566,14 @@ unsafe fn run<L: Layout, const VNNI: bool>(
             };
             if r + ROWS <= rows.end {
                 let w: [*const u8; ROWS] = std::array::from_fn(|k| base.add((r + k) * row_bytes));
+                if !unpack {
+                    // One pass over the weights (decode): ask for the next tile of rows now, so
+                    // memory works while this tile computes.
+                    let next = base.wrapping_add((r + ROWS) * row_bytes);
+                    for line in (0..ROWS * row_bytes).step_by(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(next.wrapping_add(line).cast());
+                    }
+                }
                 if unpack {
                     unpacked.fill::<L, ROWS>(w, groups);
                     let u = &unpacked;
@@ -456,14 +587,8 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                     token_tiles::<ROWS>(
                         tokens.clone(),
                         store,
-                        |t| {
-                            tile512::<L, ROWS, TOKENS>(
-                                |r, g| pair_from_blocks::<L>(w[r], g),
-                                acts,
-                                t,
-                            )
-                        },
-                        |t| tile512::<L, ROWS, 1>(|r, g| pair_from_blocks::<L>(w[r], g), acts, t),
+                        |t| tile512::<L, ROWS, TOKENS>(|r, g| L::pair(w[r], groups, g), acts, t),
+                        |t| tile512::<L, ROWS, 1>(|r, g| L::pair(w[r], groups, g), acts, t),
                     );
                 } else {
                     token_tiles::<ROWS>(
@@ -480,8 +605,8 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                     token_tiles::<1>(
                         tokens.clone(),
                         store,
-                        |t| tile512::<L, 1, TOKENS>(|r, g| pair_from_blocks::<L>(w[r], g), acts, t),
-                        |t| tile512::<L, 1, 1>(|r, g| pair_from_blocks::<L>(w[r], g), acts, t),
+                        |t| tile512::<L, 1, TOKENS>(|r, g| L::pair(w[r], groups, g), acts, t),
+                        |t| tile512::<L, 1, 1>(|r, g| L::pair(w[r], groups, g), acts, t),
                     );
                 } else {
                     token_tiles::<1>(
