@@ -17,7 +17,8 @@
 //! scales (per 32 values where candle uses one per 256 for K-quants); the tests bound the error
 //! against exact f32 products, and the model tests bound the effect on logits.
 //!
-//! Q5_0 and Q8_0 rows are stored as planes (all scales, then all high bits, then all quants:
+//! Q4_K blocks keep their layout but with scales and mins one byte each. Q5_0 and Q8_0 rows
+//! are stored as planes (all scales, then all high bits, then all quants:
 //! the same bytes, but a 512-bit register takes two groups in one load). The GGUF block
 //! layouts (ggml's; value = what a weight means):
 //! - Q5_0, 32 values in 22 bytes: f16 d, 32 high bits, 16 bytes of nibbles; d * (q - 16).
@@ -52,12 +53,17 @@ impl Format {
         }
     }
 
-    /// Whether rows are rearranged into planes at load (see the module docs).
-    fn planar(self) -> bool {
-        matches!(self, Self::Q5_0 | Self::Q8_0)
+    /// Bytes per block as held in memory: Q4_K blocks get their packed 6-bit scales and mins
+    /// unpacked to one byte each at load (148 bytes instead of 144), so the kernels read them
+    /// without bit twiddling.
+    fn stored_block_bytes(self) -> usize {
+        match self {
+            Self::Q4K => 148,
+            _ => self.block_bytes(),
+        }
     }
 
-    /// Bytes per block.
+    /// Bytes per block in a GGUF file.
     pub fn block_bytes(self) -> usize {
         match self {
             Self::Q5_0 => 22,
@@ -127,10 +133,10 @@ impl QMatrix {
         if !fits {
             return None;
         }
-        let data = if format.planar() {
-            planes(format, &data, cols / GROUP)
-        } else {
-            data
+        let data = match format {
+            Format::Q5_0 | Format::Q8_0 => planes(format, &data, cols / GROUP),
+            Format::Q4K => q4k_unpacked_scales(&data),
+            Format::Q6K => data,
         };
         Some(Self {
             format,
@@ -146,7 +152,7 @@ impl QMatrix {
     }
 
     fn row_bytes(&self) -> usize {
-        self.cols / self.format.block_values() * self.format.block_bytes()
+        self.cols / self.format.block_values() * self.format.stored_block_bytes()
     }
 
     /// `x` (`n` rows of `cols` values, row-major) times the transposed matrix: `n` rows of
@@ -179,6 +185,21 @@ fn planes(format: Format, blocks: &[u8], groups: usize) -> Vec<u8> {
                 dst[2 * groups + 32 * g..2 * groups + 32 * g + 32].copy_from_slice(&block[2..]);
             }
         }
+    }
+    out
+}
+
+/// Q4_K blocks with their scales and mins one byte each: f16 d, f16 dmin, 8 scales, 8 mins,
+/// then the 128 bytes of nibbles.
+fn q4k_unpacked_scales(blocks: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blocks.len() / 144 * 148);
+    for block in blocks.chunks_exact(144) {
+        out.extend_from_slice(&block[..4]);
+        let packed = &block[4..16];
+        let (scales, mins): (Vec<u8>, Vec<u8>) = (0..8).map(|j| q4k_scale_min(j, packed)).unzip();
+        out.extend_from_slice(&scales);
+        out.extend_from_slice(&mins);
+        out.extend_from_slice(&block[16..]);
     }
     out
 }

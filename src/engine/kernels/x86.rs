@@ -3,11 +3,12 @@
 //! per instruction set. Each format only says how to unpack one group of its weights.
 
 use std::arch::x86_64::*;
+use std::marker::PhantomData;
 use std::ops::Range;
 
 use half::f16;
 
-use super::{Acts, Format, GROUP, Isa, QMatrix, q4k_scale_min};
+use super::{Acts, Format, GROUP, Isa, QMatrix};
 
 /// Weight rows per tile.
 const ROWS: usize = 4;
@@ -175,6 +176,9 @@ impl Layout for Q8_0 {
     }
 }
 
+/// Q4_K blocks as stored (see [`super::Format::stored_block_bytes`]): f16 d, f16 dmin, eight
+/// scale bytes, eight min bytes, 128 bytes of nibbles (groups 2i and 2i + 1 share 32 bytes: low
+/// nibbles, then high nibbles).
 struct Q4K;
 impl Layout for Q4K {
     const SIGNED: bool = false;
@@ -184,12 +188,9 @@ impl Layout for Q4K {
     #[inline(always)]
     unsafe fn group(row: *const u8, _groups: usize, g: usize) -> Group {
         unsafe {
-            let b = row.add(g / 8 * 144);
+            let b = row.add(g / 8 * 148);
             let j = g % 8;
-            let packed = std::slice::from_raw_parts(b.add(4), 12);
-            let (sc, m) = q4k_scale_min(j, packed);
-            // Groups 2i and 2i+1 share 32 bytes: low nibbles, then high nibbles.
-            let bytes = _mm256_loadu_si256(b.add(16 + 32 * (j / 2)).cast());
+            let bytes = _mm256_loadu_si256(b.add(20 + 32 * (j / 2)).cast());
             let bytes = if j.is_multiple_of(2) {
                 bytes
             } else {
@@ -197,33 +198,33 @@ impl Layout for Q4K {
             };
             Group {
                 q: _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F)),
-                scale: _mm256_set1_ps(f16_at(b) * f32::from(sc)),
-                min: f16_at(b.add(2)) * f32::from(m),
+                scale: _mm256_set1_ps(f16_at(b) * f32::from(*b.add(4 + j))),
+                min: f16_at(b.add(2)) * f32::from(*b.add(12 + j)),
             }
         }
     }
+
     #[inline(always)]
     unsafe fn pair(row: *const u8, _groups: usize, g: usize) -> Pair {
         unsafe {
             // g is even, so both groups share one block and one run of 32 bytes.
-            let b = row.add(g / 8 * 144);
+            let b = row.add(g / 8 * 148);
             let j = g % 8;
-            let packed = std::slice::from_raw_parts(b.add(4), 12);
-            let ((sc0, m0), (sc1, m1)) = (q4k_scale_min(j, packed), q4k_scale_min(j + 1, packed));
-            let bytes = _mm256_loadu_si256(b.add(16 + 32 * (j / 2)).cast());
+            let bytes = _mm256_loadu_si256(b.add(20 + 32 * (j / 2)).cast());
             let low = _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
             let high = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), _mm256_set1_epi8(0x0F));
-            let (d, dmin) = (f16_at(b), f16_at(b.add(2)));
-            let halves = |a: f32, b: f32| {
-                _mm512_insertf32x8::<1>(
-                    _mm512_castps256_ps512(_mm256_set1_ps(a)),
-                    _mm256_set1_ps(b),
-                )
+            // [d, dmin] times [scale j, scale j+1] and [min j, min j+1], each over 8 lanes.
+            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()));
+            let two = |at: usize| {
+                let v = i32::from(b.add(at).cast::<u16>().read_unaligned());
+                _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(v)))
             };
+            let which = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+            let spread = |v: __m128| _mm512_permutexvar_ps(which, _mm512_castps128_ps512(v));
             Pair {
                 q: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high),
-                scale: halves(d * f32::from(sc0), d * f32::from(sc1)),
-                min: halves(dmin * f32::from(m0), dmin * f32::from(m1)),
+                scale: spread(_mm_mul_ps(two(4 + j), _mm_broadcastss_ps(d))),
+                min: spread(_mm_mul_ps(two(12 + j), _mm_movehdup_ps(d))),
             }
         }
     }
@@ -442,13 +443,42 @@ impl Unpacked {
     }
 }
 
+/// Where [`tile512`] reads its weights, two groups of one row at a time.
+trait Pairs {
+    /// # Safety
+    /// `r` is one of the tile's rows and `g + 1` one of its groups.
+    unsafe fn pair(&self, r: usize, g: usize) -> Pair;
+}
+
+/// Straight from the rows' blocks (one pass over the weights: decode).
+struct FromBlocks<L, const R: usize>([*const u8; R], usize, PhantomData<L>);
+
+impl<L: Layout, const R: usize> Pairs for FromBlocks<L, R> {
+    #[inline(always)]
+    unsafe fn pair(&self, r: usize, g: usize) -> Pair {
+        // SAFETY: the caller's rows hold `self.1` groups.
+        unsafe { L::pair(self.0[r], self.1, g) }
+    }
+}
+
+/// From rows unpacked once for many tokens (prompts).
+struct FromUnpacked<'a, L>(&'a Unpacked, usize, PhantomData<L>);
+
+impl<L: Layout> Pairs for FromUnpacked<'_, L> {
+    #[inline(always)]
+    unsafe fn pair(&self, r: usize, g: usize) -> Pair {
+        // SAFETY: as `Unpacked::pair`.
+        unsafe { self.0.pair::<L>(r, self.1, g) }
+    }
+}
+
 /// [`tile`] with 512-bit registers, two groups per instruction (AVX-512 VNNI, an even number of
-/// groups). `weights(r, g)` gives groups `g` and `g + 1` of row `r`; whether they come straight
+/// groups). `weights.pair(r, g)` gives groups `g` and `g + 1` of row `r`; whether they come straight
 /// from the blocks or from [`Unpacked`], the arithmetic per (row, token) is the same, so one
 /// token computed alone equals the same token in a batch.
 #[inline(always)]
 unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
-    weights: impl Fn(usize, usize) -> Pair,
+    weights: impl Pairs,
     acts: &Acts,
     tokens: [usize; T],
 ) -> [[f32; T]; R] {
@@ -457,7 +487,15 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
         let zero = _mm512_setzero_si512();
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         for g in (0..groups).step_by(2) {
-            let w: [Pair; R] = std::array::from_fn(|r| weights(r, g));
+            // Plain loops: the weight source must inline here, not sit behind a closure call.
+            let mut w = [Pair {
+                q: zero,
+                scale: _mm512_setzero_ps(),
+                min: _mm512_setzero_ps(),
+            }; R];
+            for (r, pair) in w.iter_mut().enumerate() {
+                *pair = weights.pair(r, g);
+            }
             // Signed weights become unsigned with an offset of 128 (q + 128 = q ^ 0x80), which
             // `vpdpbusd` takes directly; the offset comes off through the lane sums.
             let w_u: [__m512i; R] = std::array::from_fn(|r| {
@@ -580,15 +618,39 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                     token_tiles::<ROWS>(
                         tokens.clone(),
                         store,
-                        |t| tile512::<L, ROWS, TOKENS>(|r, g| u.pair::<L>(r, groups, g), acts, t),
-                        |t| tile512::<L, ROWS, 1>(|r, g| u.pair::<L>(r, groups, g), acts, t),
+                        |t| {
+                            tile512::<L, ROWS, TOKENS>(
+                                FromUnpacked::<L>(u, groups, PhantomData),
+                                acts,
+                                t,
+                            )
+                        },
+                        |t| {
+                            tile512::<L, ROWS, 1>(
+                                FromUnpacked::<L>(u, groups, PhantomData),
+                                acts,
+                                t,
+                            )
+                        },
                     );
                 } else if wide {
                     token_tiles::<ROWS>(
                         tokens.clone(),
                         store,
-                        |t| tile512::<L, ROWS, TOKENS>(|r, g| L::pair(w[r], groups, g), acts, t),
-                        |t| tile512::<L, ROWS, 1>(|r, g| L::pair(w[r], groups, g), acts, t),
+                        |t| {
+                            tile512::<L, ROWS, TOKENS>(
+                                FromBlocks::<L, ROWS>(w, groups, PhantomData),
+                                acts,
+                                t,
+                            )
+                        },
+                        |t| {
+                            tile512::<L, ROWS, 1>(
+                                FromBlocks::<L, ROWS>(w, groups, PhantomData),
+                                acts,
+                                t,
+                            )
+                        },
                     );
                 } else {
                     token_tiles::<ROWS>(
@@ -605,8 +667,14 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                     token_tiles::<1>(
                         tokens.clone(),
                         store,
-                        |t| tile512::<L, 1, TOKENS>(|r, g| L::pair(w[r], groups, g), acts, t),
-                        |t| tile512::<L, 1, 1>(|r, g| L::pair(w[r], groups, g), acts, t),
+                        |t| {
+                            tile512::<L, 1, TOKENS>(
+                                FromBlocks::<L, 1>(w, groups, PhantomData),
+                                acts,
+                                t,
+                            )
+                        },
+                        |t| tile512::<L, 1, 1>(FromBlocks::<L, 1>(w, groups, PhantomData), acts, t),
                     );
                 } else {
                     token_tiles::<1>(
