@@ -67,9 +67,9 @@ enum ModelAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let log_level = init_logging();
-    if let Some(n) = cli.threads {
-        pyfill::engine::configure_threads(n);
-    }
+    // Always pinned: candle asks for its thread count on every matrix product, and without
+    // the variable set it re-reads /proc/cpuinfo each time to count physical cores.
+    pyfill::engine::configure_threads(cli.threads.unwrap_or_else(pyfill::engine::threads));
     match run(cli, log_level) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
