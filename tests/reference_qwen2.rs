@@ -1,6 +1,8 @@
 //! Our qwen2 forward pass against candle-transformers' `quantized_qwen2` on the real default
-//! model: same weights, same (candle's) kernels, so the logits must agree (prefill and a decode
-//! step). The engine's own kernels are checked against these in `kernels_equivalence.rs`.
+//! model, both with the weights dequantized to f32 (`Kernels::Exact` here, candle's
+//! `CANDLE_DEQUANTIZE_ALL` there): no 8-bit rounding of activations, whose flips would amplify
+//! the two implementations' different float summation orders, so the logits must agree closely
+//! (prefill and a decode step). The quantized kernels are checked in `kernels_equivalence.rs`.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -9,10 +11,16 @@ use candle_core::{Device, Tensor};
 use candle_transformers::models::quantized_qwen2::ModelWeights;
 use pyfill::engine::{Kernels, LoadedModel, LogitsFor};
 
+/// Logits of this model are up to ~30 in magnitude.
+const TOLERANCE: f32 = 1e-3;
+
 #[test]
+#[allow(unsafe_code)]
 fn logits_match_candle_transformers_quantized_qwen2() {
+    // SAFETY: the only test in this binary, before any thread reads the environment.
+    unsafe { std::env::set_var("CANDLE_DEQUANTIZE_ALL", "1") };
     let path = common::real_model();
-    let ours = LoadedModel::load_with(&path, Kernels::Reference).unwrap();
+    let ours = LoadedModel::load_with(&path, Kernels::Exact).unwrap();
     let prompt = ours
         .tokenizer
         .encode("import os\n\n\ndef list_python_files(root):\n    \"\"\"Yield .py files.\"\"\"\n    for ", false)
@@ -40,7 +48,8 @@ fn logits_match_candle_transformers_quantized_qwen2() {
         .to_vec1::<f32>()
         .unwrap();
     let diff = common::max_abs_diff(&got, &expected);
-    assert!(diff < 1e-4, "prefill logits differ by {diff}");
+    eprintln!("prefill logits differ by {diff}");
+    assert!(diff < TOLERANCE, "prefill logits differ by {diff}");
 
     let next = 13u32;
     let got = ours
@@ -59,5 +68,6 @@ fn logits_match_candle_transformers_quantized_qwen2() {
         .to_vec1::<f32>()
         .unwrap();
     let diff = common::max_abs_diff(&got, &expected);
-    assert!(diff < 1e-4, "decode logits differ by {diff}");
+    eprintln!("decode logits differ by {diff}");
+    assert!(diff < TOLERANCE, "decode logits differ by {diff}");
 }

@@ -29,6 +29,7 @@
 //!   scales (one per 16 values), f16 d; d * sc * (q - 32).
 #![allow(unsafe_code)]
 
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 

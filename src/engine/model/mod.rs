@@ -118,6 +118,9 @@ impl Model {
 pub(crate) struct Rope {
     cos: Tensor,
     sin: Tensor,
+    /// The same tables as plain `(max_positions, dims / 2)` rows, for [`Rope::apply_in_place`].
+    cos_rows: Vec<f32>,
+    sin_rows: Vec<f32>,
     /// Number of leading dimensions of each head that rotate (phi2 rotates part of the head).
     dims: usize,
     /// NeoX style rotates the two halves of the head; the original (GGUF llama) style rotates
@@ -143,9 +146,12 @@ impl Rope {
             .to_dtype(DType::F32)?
             .reshape((max_positions, 1))?;
         let angles = positions.matmul(&inv_freq)?;
+        let (cos, sin) = (angles.cos()?, angles.sin()?);
         Ok(Self {
-            cos: angles.cos()?,
-            sin: angles.sin()?,
+            cos_rows: cos.flatten_all()?.to_vec1()?,
+            sin_rows: sin.flatten_all()?.to_vec1()?,
+            cos,
+            sin,
             dims,
             neox,
         })
@@ -177,6 +183,41 @@ impl Rope {
             Ok(Tensor::cat(&[&rotated, &pass], D::Minus1)?)
         }
     }
+}
+
+impl Rope {
+    /// Rotates `x` (`(seq, heads * head_dim)`, as projected) for positions `pos..pos + seq`.
+    pub(crate) fn apply_in_place(&self, x: &mut [f32], heads: usize, head_dim: usize, pos: usize) {
+        let half = self.dims / 2;
+        for (i, row) in x.chunks_exact_mut(heads * head_dim).enumerate() {
+            let at = (pos + i) * half;
+            let (cos, sin) = (&self.cos_rows[at..at + half], &self.sin_rows[at..at + half]);
+            for head in row.chunks_exact_mut(head_dim) {
+                for j in 0..half {
+                    let (a, b) = if self.neox {
+                        (j, j + half)
+                    } else {
+                        (2 * j, 2 * j + 1)
+                    };
+                    let (x0, x1) = (head[a], head[b]);
+                    head[a] = x0 * cos[j] - x1 * sin[j];
+                    head[b] = x0 * sin[j] + x1 * cos[j];
+                }
+            }
+        }
+    }
+}
+
+/// `x / sqrt(mean(x^2) + eps) * weight` for each row of `x`, as candle's RmsNorm.
+pub(crate) fn rms_norm(x: &[f32], weight: &[f32], eps: f32) -> Vec<f32> {
+    let n = weight.len();
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks_exact(n) {
+        let sum2: f32 = row.iter().map(|v| v * v).sum();
+        let m = (sum2 / n as f32 + eps).sqrt();
+        out.extend(row.iter().zip(weight).map(|(v, w)| v / m * w));
+    }
+    out
 }
 
 /// Additive causal mask `(seq, pos + seq)`: query `i` (at position `pos + i`) sees keys `0..=pos + i`.
@@ -236,6 +277,8 @@ pub(crate) fn project_logits(
 pub(crate) struct Linear {
     weight: Weight,
     bias: Option<Tensor>,
+    /// The bias as plain values, for [`Linear::forward_rows`].
+    bias_rows: Option<Vec<f32>>,
 }
 
 enum Weight {
@@ -261,9 +304,14 @@ impl Linear {
             }
             Bias::IfPresent | Bias::None => None,
         };
+        let bias = bias.map(|b| b.dequantize(device)).transpose()?;
         Ok(Self {
             weight,
-            bias: bias.map(|b| b.dequantize(device)).transpose()?,
+            bias_rows: bias
+                .as_ref()
+                .map(|b| b.flatten_all()?.to_vec1())
+                .transpose()?,
+            bias,
         })
     }
 
@@ -309,7 +357,27 @@ impl Linear {
         Ok(Self {
             weight: Self::weight(gguf, name, out_in, kernels, device)?,
             bias: None,
+            bias_rows: None,
         })
+    }
+
+    /// `x` (`n` rows) times the matrix, plus the bias, as plain rows.
+    pub(crate) fn forward_rows(&self, x: &[f32], n: usize) -> Result<Vec<f32>> {
+        let mut y = match &self.weight {
+            Weight::Fast(w) => w.matmul(x, n),
+            Weight::Candle(w) => {
+                let t = Tensor::from_vec(x.to_vec(), (n, x.len() / n.max(1)), &Device::Cpu)?;
+                w.forward(&t)?.flatten_all()?.to_vec1()?
+            }
+        };
+        if let Some(bias) = &self.bias_rows {
+            for row in y.chunks_exact_mut(bias.len()) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+        }
+        Ok(y)
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {

@@ -1,0 +1,339 @@
+//! Causal grouped-query attention over plain slices, the way a forward pass needs it: each
+//! query sees only the keys up to its own position (the masked half is never computed), the
+//! softmax runs on a vectorisable exponential, and (head, query) pairs are split between the
+//! threads of candle's worker pool. Used by the llama-shaped models for prompts and decoding.
+
+use std::ops::Range;
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct Heads {
+    /// Query heads; a multiple of `n_kv`.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_kv: usize,
+    /// Values per head.
+    pub dim: usize,
+    /// New positions (queries).
+    pub seq: usize,
+    /// Cached positions before the queries.
+    pub pos: usize,
+    /// Distance between two key (or value) heads in the cache slices, in floats.
+    pub head_stride: usize,
+}
+
+/// `q`: `(seq, n_head * dim)` as projected (after rotary embedding); `k`, `v`: the cache, head
+/// `h` of position `j` at `h * head_stride + j * dim`, holding at least `pos + seq` positions.
+/// Returns `(seq, n_head * dim)`.
+pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: Heads) -> Vec<f32> {
+    let Heads {
+        n_head, seq, dim, ..
+    } = shape;
+    assert_eq!(q.len(), seq * n_head * dim, "query shape");
+    let mut out = vec![0f32; seq * n_head * dim];
+    let target = Out(out.as_mut_ptr());
+    let work = |items: Range<usize>| {
+        let mut scores = Vec::with_capacity(shape.pos + seq);
+        for item in items {
+            let (i, h) = (item / n_head, item % n_head);
+            let at = i * n_head * dim + h * dim;
+            // SAFETY: every (query, head) item owns its own `dim` outputs, inside `out`.
+            let dst = unsafe { target.slice(at, dim) };
+            one_query(&q[at..at + dim], k, v, shape, i, h, &mut scores, dst);
+        }
+    };
+    let items = seq * n_head;
+    // A handful of dot products is not worth waking the pool for.
+    if items * (shape.pos + seq) < 4096 {
+        work(0..items);
+    } else {
+        candle_core::utils::barrier_pool().execute_chunked(items, work);
+    }
+    out
+}
+
+/// Where the pool's threads write; each (query, head) item writes its own values.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+
+// SAFETY: used only in `attention`, whose items write disjoint ranges.
+unsafe impl Sync for Out {}
+unsafe impl Send for Out {}
+
+impl Out {
+    /// # Safety
+    /// `at..at + len` is inside the buffer and no one else uses it meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn one_query(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    shape: Heads,
+    i: usize,
+    h: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let Heads {
+        n_head,
+        n_kv,
+        dim,
+        pos,
+        head_stride,
+        ..
+    } = shape;
+    let kv = h / (n_head / n_kv);
+    let keys = pos + i + 1;
+    let k = &k[kv * head_stride..kv * head_stride + keys * dim];
+    let v = &v[kv * head_stride..kv * head_stride + keys * dim];
+    let scale = 1.0 / (dim as f32).sqrt();
+    scores.clear();
+    #[cfg(target_arch = "x86_64")]
+    let simd = simd::run(dim);
+    #[cfg(not(target_arch = "x86_64"))]
+    let simd = None;
+    match simd {
+        // SAFETY: `simd::run` checked the CPU and the head size.
+        #[cfg(target_arch = "x86_64")]
+        Some(run) => unsafe { run.scores(q, k, scale, scores) },
+        _ => scores.extend(k.chunks_exact(dim).map(|key| dot(q, key) * scale)),
+    }
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    for s in scores.iter_mut() {
+        *s = exp(*s - max);
+    }
+    let inv = 1.0 / scores.iter().sum::<f32>();
+    match simd {
+        // SAFETY: as above.
+        #[cfg(target_arch = "x86_64")]
+        Some(run) => unsafe { run.weighted_sum(scores, v, inv, out) },
+        _ => {
+            out.fill(0.0);
+            for (p, value) in scores.iter().zip(v.chunks_exact(dim)) {
+                for (o, x) in out.iter_mut().zip(value) {
+                    *o += p * x;
+                }
+            }
+            for o in out.iter_mut() {
+                *o *= inv;
+            }
+        }
+    }
+}
+
+/// AVX-512 score and value loops for head sizes of 64 and 128 (the query, and the running sum
+/// of values, stay in registers across all keys).
+#[cfg(target_arch = "x86_64")]
+mod simd {
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub enum Run {
+        Dim64,
+        Dim128,
+    }
+
+    pub fn run(dim: usize) -> Option<Run> {
+        if !is_x86_feature_detected!("avx512f") {
+            return None;
+        }
+        match dim {
+            64 => Some(Run::Dim64),
+            128 => Some(Run::Dim128),
+            _ => None,
+        }
+    }
+
+    impl Run {
+        /// # Safety
+        /// The CPU runs AVX-512 F; `q` has the run's head size and `keys` whole heads of it.
+        pub unsafe fn scores(self, q: &[f32], keys: &[f32], scale: f32, out: &mut Vec<f32>) {
+            unsafe {
+                match self {
+                    Self::Dim64 => scores::<4>(q, keys, scale, out),
+                    Self::Dim128 => scores::<8>(q, keys, scale, out),
+                }
+            }
+        }
+
+        /// `out = inv * sum_j p_j * v_j`.
+        ///
+        /// # Safety
+        /// As [`Run::scores`], with `out` of the head size.
+        pub unsafe fn weighted_sum(self, p: &[f32], values: &[f32], inv: f32, out: &mut [f32]) {
+            unsafe {
+                match self {
+                    Self::Dim64 => weighted_sum::<4>(p, values, inv, out),
+                    Self::Dim128 => weighted_sum::<8>(p, values, inv, out),
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn scores<const C: usize>(q: &[f32], keys: &[f32], scale: f32, out: &mut Vec<f32>) {
+        unsafe {
+            let q: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(q.as_ptr().add(16 * c)));
+            for key in keys.chunks_exact(16 * C) {
+                let mut acc = _mm512_mul_ps(q[0], _mm512_loadu_ps(key.as_ptr()));
+                for (c, qc) in q.iter().enumerate().skip(1) {
+                    acc = _mm512_fmadd_ps(*qc, _mm512_loadu_ps(key.as_ptr().add(16 * c)), acc);
+                }
+                out.push(_mm512_reduce_add_ps(acc) * scale);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weighted_sum<const C: usize>(p: &[f32], values: &[f32], inv: f32, out: &mut [f32]) {
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); C];
+            for (pj, value) in p.iter().zip(values.chunks_exact(16 * C)) {
+                let pj = _mm512_set1_ps(*pj);
+                for (c, a) in acc.iter_mut().enumerate() {
+                    *a = _mm512_fmadd_ps(pj, _mm512_loadu_ps(value.as_ptr().add(16 * c)), *a);
+                }
+            }
+            for (c, a) in acc.iter().enumerate() {
+                _mm512_storeu_ps(
+                    out.as_mut_ptr().add(16 * c),
+                    _mm512_mul_ps(*a, _mm512_set1_ps(inv)),
+                );
+            }
+        }
+    }
+}
+
+/// A dot product in sixteen independent lanes (so it vectorises).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = a.chunks_exact(16).zip(b.chunks_exact(16));
+    for (x, y) in chunks {
+        for l in 0..16 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    let tail = a.len() / 16 * 16;
+    let rest: f32 = a[tail..].iter().zip(&b[tail..]).map(|(x, y)| x * y).sum();
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// e^x for x <= 0 (softmax arguments), branch-free so loops over it vectorise: 2^n times a
+/// degree-6 polynomial on the remainder, relative error below 1e-6.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.max(-87.0);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exponential_is_accurate_over_the_softmax_range() {
+        for i in 0..=8700 {
+            let x = -(i as f32) / 100.0;
+            let (got, want) = (exp(x), x.exp());
+            assert!(
+                (got - want).abs() <= want * 2e-6 + 1e-37,
+                "exp({x}) = {got}, expected {want}"
+            );
+        }
+    }
+
+    /// Attention the textbook way: full score matrix, mask, softmax, weighted sum.
+    fn reference(q: &[f32], k: &[f32], v: &[f32], s: Heads) -> Vec<f32> {
+        let mut out = vec![0f32; s.seq * s.n_head * s.dim];
+        for i in 0..s.seq {
+            for h in 0..s.n_head {
+                let kv = h / (s.n_head / s.n_kv);
+                let qi = &q[i * s.n_head * s.dim + h * s.dim..][..s.dim];
+                let total = s.pos + s.seq;
+                let mut w: Vec<f64> = (0..total)
+                    .map(|j| {
+                        if j > s.pos + i {
+                            return f64::NEG_INFINITY;
+                        }
+                        let kj = &k[kv * s.head_stride + j * s.dim..][..s.dim];
+                        qi.iter()
+                            .zip(kj)
+                            .map(|(a, b)| f64::from(a * b))
+                            .sum::<f64>()
+                            / (s.dim as f64).sqrt()
+                    })
+                    .collect();
+                let max = w.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                w.iter_mut().for_each(|x| *x = (*x - max).exp());
+                let sum: f64 = w.iter().sum();
+                for (j, p) in w.iter().enumerate() {
+                    let vj = &v[kv * s.head_stride + j * s.dim..][..s.dim];
+                    for d in 0..s.dim {
+                        out[i * s.n_head * s.dim + h * s.dim + d] +=
+                            (p / sum * f64::from(vj[d])) as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn noise(seed: u64, n: usize) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).max(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                (s % 20_000) as f32 / 10_000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn matches_textbook_attention() {
+        // Decode (one query), prompts with and without cached positions, a head size that is
+        // not a multiple of 16, groups of 1 and 7 query heads per key head.
+        for (n_head, n_kv, dim, seq, pos) in [
+            (14, 2, 64, 1, 40),
+            (8, 2, 128, 3, 17),
+            (14, 2, 64, 9, 0),
+            (4, 4, 24, 5, 3),
+            (7, 1, 16, 70, 20),
+        ] {
+            let capacity = pos + seq + 5;
+            let head_stride = capacity * dim;
+            let shape = Heads {
+                n_head,
+                n_kv,
+                dim,
+                seq,
+                pos,
+                head_stride,
+            };
+            let q: Vec<f32> = noise(1, seq * n_head * dim)
+                .iter()
+                .map(|x| x * 3.0)
+                .collect();
+            let k = noise(2, n_kv * head_stride);
+            let v = noise(3, n_kv * head_stride);
+            let got = attention(&q, &k, &v, shape);
+            let want = reference(&q, &k, &v, shape);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "{shape:?}: {a} vs {b}");
+            }
+        }
+    }
+}
