@@ -156,6 +156,33 @@ impl QMatrix {
         self.cols / self.format.block_values() * self.format.stored_block_bytes()
     }
 
+    /// Whether [`QMatrix::stack`] takes these: same format, width and instruction set.
+    pub fn stackable(parts: &[&QMatrix]) -> bool {
+        parts
+            .windows(2)
+            .all(|w| (w[0].format, w[0].isa, w[0].cols) == (w[1].format, w[1].isa, w[1].cols))
+    }
+
+    /// Stackable matrices (see [`QMatrix::stackable`]) as one, rows in order: to multiply the
+    /// same input by all of them in one pass. `None` for an empty or unstackable list.
+    pub fn stack(parts: Vec<QMatrix>) -> Option<QMatrix> {
+        let first = parts.first()?;
+        let (format, isa, cols) = (first.format, first.isa, first.cols);
+        if !Self::stackable(&parts.iter().collect::<Vec<_>>()) {
+            return None;
+        }
+        let rows = parts.iter().map(|m| m.rows).sum();
+        // Rows are independent in every stored layout, so stacking is concatenation.
+        let data = parts.into_iter().flat_map(|m| m.data).collect();
+        Some(QMatrix {
+            format,
+            isa,
+            data,
+            rows,
+            cols,
+        })
+    }
+
     /// `x` (`n` rows of `cols` values, row-major) times the transposed matrix: `n` rows of
     /// `rows` values.
     pub fn matmul(&self, x: &[f32], n: usize) -> Vec<f32> {

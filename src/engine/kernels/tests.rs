@@ -247,3 +247,39 @@ fn kernel_throughput() {
         }
     }
 }
+
+#[test]
+fn a_stack_multiplies_like_its_parts() {
+    let Some(isa) = Isa::detect() else {
+        return;
+    };
+    for format in FORMATS {
+        let cols = 2 * format.block_values();
+        let sizes = [5, 3, 8];
+        let parts: Vec<QMatrix> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &rows)| {
+                let data = random_blocks(format, 40 + i as u64, rows * 2);
+                QMatrix::new(format, data, rows, cols).unwrap()
+            })
+            .collect();
+        let n = 6;
+        let x = noise(9, n * cols);
+        let each: Vec<Vec<f32>> = parts.iter().map(|m| m.matmul(&x, n)).collect();
+        let stacked = QMatrix::stack(parts).unwrap();
+        assert_eq!(stacked.isa, isa);
+        let got = stacked.matmul(&x, n);
+        for t in 0..n {
+            let want: Vec<f32> = each
+                .iter()
+                .zip(sizes)
+                .flat_map(|(e, rows)| e[t * rows..(t + 1) * rows].to_vec())
+                .collect();
+            assert_eq!(got[t * 16..(t + 1) * 16], want, "{format:?} token {t}");
+        }
+    }
+    let a = QMatrix::new(Format::Q5_0, random_blocks(Format::Q5_0, 1, 1), 1, 32).unwrap();
+    let b = QMatrix::new(Format::Q8_0, random_blocks(Format::Q8_0, 1, 1), 1, 32).unwrap();
+    assert!(QMatrix::stack(vec![a, b]).is_none());
+}

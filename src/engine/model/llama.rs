@@ -4,7 +4,7 @@
 use candle_core::quantized::QMatMul;
 use candle_core::{Device, Storage, Tensor};
 
-use super::{Bias, Kernels, Linear, LogitsFor, Rope, rms_norm, vector};
+use super::{Bias, Kernels, Linear, LogitsFor, Rope, Stack, rms_norm, vector};
 use crate::engine::error::Result;
 use crate::engine::gguf::GgufFile;
 use crate::engine::kernels::attention::{Heads, attention};
@@ -24,13 +24,12 @@ pub struct Llama {
 
 struct Layer {
     attn_norm: Vec<f32>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
+    /// q, k and v projections (stacked when their formats allow).
+    qkv: Stack,
     o: Linear,
     ffn_norm: Vec<f32>,
-    gate: Linear,
-    up: Linear,
+    /// FFN gate and up projections (stacked when their formats allow).
+    gate_up: Stack,
     down: Linear,
 }
 
@@ -95,30 +94,32 @@ impl Llama {
             };
             layers.push(Layer {
                 attn_norm: norm(gguf, "attn_norm")?,
-                q: Linear::load(
-                    gguf,
-                    &format!("{p}.attn_q"),
-                    (hidden, hidden),
-                    qkv_bias,
-                    kernels,
-                    device,
-                )?,
-                k: Linear::load(
-                    gguf,
-                    &format!("{p}.attn_k"),
-                    (kv_dim, hidden),
-                    qkv_bias,
-                    kernels,
-                    device,
-                )?,
-                v: Linear::load(
-                    gguf,
-                    &format!("{p}.attn_v"),
-                    (kv_dim, hidden),
-                    qkv_bias,
-                    kernels,
-                    device,
-                )?,
+                qkv: Stack::new(vec![
+                    Linear::load(
+                        gguf,
+                        &format!("{p}.attn_q"),
+                        (hidden, hidden),
+                        qkv_bias,
+                        kernels,
+                        device,
+                    )?,
+                    Linear::load(
+                        gguf,
+                        &format!("{p}.attn_k"),
+                        (kv_dim, hidden),
+                        qkv_bias,
+                        kernels,
+                        device,
+                    )?,
+                    Linear::load(
+                        gguf,
+                        &format!("{p}.attn_v"),
+                        (kv_dim, hidden),
+                        qkv_bias,
+                        kernels,
+                        device,
+                    )?,
+                ]),
                 o: Linear::load(
                     gguf,
                     &format!("{p}.attn_output"),
@@ -128,22 +129,24 @@ impl Llama {
                     device,
                 )?,
                 ffn_norm: norm(gguf, "ffn_norm")?,
-                gate: Linear::load(
-                    gguf,
-                    &format!("{p}.ffn_gate"),
-                    (ffn, hidden),
-                    Bias::None,
-                    kernels,
-                    device,
-                )?,
-                up: Linear::load(
-                    gguf,
-                    &format!("{p}.ffn_up"),
-                    (ffn, hidden),
-                    Bias::None,
-                    kernels,
-                    device,
-                )?,
+                gate_up: Stack::new(vec![
+                    Linear::load(
+                        gguf,
+                        &format!("{p}.ffn_gate"),
+                        (ffn, hidden),
+                        Bias::None,
+                        kernels,
+                        device,
+                    )?,
+                    Linear::load(
+                        gguf,
+                        &format!("{p}.ffn_up"),
+                        (ffn, hidden),
+                        Bias::None,
+                        kernels,
+                        device,
+                    )?,
+                ]),
                 down: Linear::load(
                     gguf,
                     &format!("{p}.ffn_down"),
@@ -190,9 +193,10 @@ impl Llama {
         let hidden = x.len() / seq;
         for (i, layer) in self.layers.iter().enumerate() {
             let h = rms_norm(&x, &layer.attn_norm, self.eps);
-            let mut q = layer.q.forward_rows(&h, seq)?;
-            let mut k = layer.k.forward_rows(&h, seq)?;
-            let v = layer.v.forward_rows(&h, seq)?;
+            let [mut q, mut k, v]: [Vec<f32>; 3] =
+                layer.qkv.forward_parts(&h, seq)?.try_into().map_err(|_| {
+                    candle_core::Error::Msg("q/k/v projections: wrong number of outputs".into())
+                })?;
             self.rope.apply_in_place(&mut q, n_head, d, pos);
             self.rope.apply_in_place(&mut k, n_kv, d, pos);
             let (k_all, v_all) = cache.append(i, &self.heads(k, seq)?, &self.heads(v, seq)?)?;
@@ -201,8 +205,14 @@ impl Llama {
                 *x += o;
             }
             let h = rms_norm(&x, &layer.ffn_norm, self.eps);
-            let mut ff = layer.gate.forward_rows(&h, seq)?;
-            for (g, u) in ff.iter_mut().zip(layer.up.forward_rows(&h, seq)?) {
+            let [mut ff, up]: [Vec<f32>; 2] = layer
+                .gate_up
+                .forward_parts(&h, seq)?
+                .try_into()
+                .map_err(|_| {
+                    candle_core::Error::Msg("gate/up projections: wrong number of outputs".into())
+                })?;
+            for (g, u) in ff.iter_mut().zip(up) {
                 *g = *g / (1.0 + (-*g).exp()) * u;
             }
             for (x, y) in x.iter_mut().zip(layer.down.forward_rows(&ff, seq)?) {

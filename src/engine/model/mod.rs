@@ -273,6 +273,45 @@ pub(crate) fn project_logits(
     Ok(Some(head(&rows)?))
 }
 
+/// Matrices that multiply the same input (q/k/v, gate/up): one stacked product on our kernels
+/// when their formats allow (one activation quantization and one pass of the thread pool instead
+/// of several), else one product each.
+pub(crate) enum Stack {
+    One { linear: Linear, widths: Vec<usize> },
+    Each(Vec<Linear>),
+}
+
+impl Stack {
+    pub(crate) fn new(parts: Vec<Linear>) -> Self {
+        let widths: Vec<usize> = parts.iter().map(Linear::rows).collect();
+        match Linear::stack(parts) {
+            Ok(linear) => Self::One { linear, widths },
+            Err(parts) => Self::Each(parts),
+        }
+    }
+
+    /// Each part's output for `x` (`n` rows), `(n, rows_i)` each.
+    pub(crate) fn forward_parts(&self, x: &[f32], n: usize) -> Result<Vec<Vec<f32>>> {
+        match self {
+            Self::Each(parts) => parts.iter().map(|l| l.forward_rows(x, n)).collect(),
+            Self::One { linear, widths } => {
+                let y = linear.forward_rows(x, n)?;
+                let total: usize = widths.iter().sum();
+                let mut parts: Vec<Vec<f32>> =
+                    widths.iter().map(|w| Vec::with_capacity(n * w)).collect();
+                for row in y.chunks_exact(total) {
+                    let mut at = 0;
+                    for (part, w) in parts.iter_mut().zip(widths) {
+                        part.extend_from_slice(&row[at..at + w]);
+                        at += w;
+                    }
+                }
+                Ok(parts)
+            }
+        }
+    }
+}
+
 /// A quantized weight matrix with an optional bias.
 pub(crate) struct Linear {
     weight: Weight,
@@ -358,6 +397,49 @@ impl Linear {
             weight: Self::weight(gguf, name, out_in, kernels, device)?,
             bias: None,
             bias_rows: None,
+        })
+    }
+
+    fn rows(&self) -> usize {
+        match &self.weight {
+            Weight::Fast(m) => m.rows(),
+            Weight::Candle(m) => match m {
+                QMatMul::QTensor(t) => t.shape().dims().first().copied().unwrap_or(0),
+                QMatMul::Tensor(t) | QMatMul::TensorF16(t) => t.dim(0).unwrap_or(0),
+            },
+        }
+    }
+
+    /// One linear map for several on our kernels (see [`QMatrix::stack`]), biases stacked too
+    /// (zeros for parts without one); the parts back, untouched, when they cannot be stacked.
+    fn stack(parts: Vec<Linear>) -> std::result::Result<Linear, Vec<Linear>> {
+        let matrices: Vec<&QMatrix> = parts
+            .iter()
+            .filter_map(|l| match &l.weight {
+                Weight::Fast(m) => Some(m),
+                Weight::Candle(_) => None,
+            })
+            .collect();
+        if parts.len() < 2 || matrices.len() != parts.len() || !QMatrix::stackable(&matrices) {
+            return Err(parts);
+        }
+        let bias_rows = parts.iter().any(|l| l.bias_rows.is_some()).then(|| {
+            parts
+                .iter()
+                .flat_map(|l| l.bias_rows.clone().unwrap_or_else(|| vec![0.0; l.rows()]))
+                .collect()
+        });
+        let matrices = parts
+            .into_iter()
+            .filter_map(|l| match l.weight {
+                Weight::Fast(m) => Some(m),
+                Weight::Candle(_) => None,
+            })
+            .collect();
+        Ok(Linear {
+            weight: Weight::Fast(QMatrix::stack(matrices).ok_or(Vec::new())?),
+            bias: None,
+            bias_rows,
         })
     }
 
