@@ -97,7 +97,7 @@ fn one_query(
     #[cfg(target_arch = "x86_64")]
     let simd = simd::run(dim);
     #[cfg(not(target_arch = "x86_64"))]
-    let simd = None;
+    let simd: Option<std::convert::Infallible> = None;
     match simd {
         // SAFETY: `simd::run` checked the CPU and the head size.
         #[cfg(target_arch = "x86_64")]
