@@ -32,17 +32,38 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: Heads) -> Vec<f32> {
     assert_eq!(q.len(), seq * n_head * dim, "query shape");
     let mut out = vec![0f32; seq * n_head * dim];
     let target = Out(out.as_mut_ptr());
+    // With the SIMD loops, the query heads sharing a key/value head go together: each key and
+    // value is read once for the whole group instead of once per head.
+    let group = n_head / shape.n_kv;
+    #[cfg(target_arch = "x86_64")]
+    let grouped = simd::run(dim).filter(|_| group <= simd::MAX_GROUP);
+    #[cfg(not(target_arch = "x86_64"))]
+    let grouped: Option<std::convert::Infallible> = None;
+    let per = if grouped.is_some() { group } else { 1 };
+    let runs = n_head / per;
     let work = |items: Range<usize>| {
-        let mut scores = Vec::with_capacity(shape.pos + seq);
+        let mut scores = Vec::with_capacity(per * (shape.pos + seq));
         for item in items {
-            let (i, h) = (item / n_head, item % n_head);
-            let at = i * n_head * dim + h * dim;
-            // SAFETY: every (query, head) item owns its own `dim` outputs, inside `out`.
-            let dst = unsafe { target.slice(at, dim) };
-            one_query(&q[at..at + dim], k, v, shape, i, h, &mut scores, dst);
+            let (i, r) = (item / runs, item % runs);
+            let at = i * n_head * dim + r * per * dim;
+            // SAFETY: every item owns its own `per * dim` outputs, inside `out`.
+            let dst = unsafe { target.slice(at, per * dim) };
+            let q = &q[at..at + per * dim];
+            match grouped {
+                #[cfg(target_arch = "x86_64")]
+                Some(run) => {
+                    // Run r is key/value head r; query i sees keys 0..=pos + i.
+                    let keys = shape.pos + i + 1;
+                    let head = r * shape.head_stride..r * shape.head_stride + keys * dim;
+                    let scale = 1.0 / (dim as f32).sqrt();
+                    // SAFETY: `simd::run` checked the CPU and the head size; the group fits.
+                    unsafe { run.group(q, &k[head.clone()], &v[head], scale, &mut scores, dst) };
+                }
+                _ => one_query(q, k, v, shape, i, r, &mut scores, dst),
+            }
         }
     };
-    let items = seq * n_head;
+    let items = seq * runs;
     // A handful of dot products is not worth waking the pool for.
     if items * (shape.pos + seq) < 4096 {
         work(0..items);
@@ -139,6 +160,9 @@ mod simd {
         Dim128,
     }
 
+    /// Most query heads per key/value head that [`Run::group`] takes.
+    pub const MAX_GROUP: usize = 8;
+
     pub fn run(dim: usize) -> Option<Run> {
         if !is_x86_feature_detected!("avx512f") {
             return None;
@@ -171,6 +195,84 @@ mod simd {
                 match self {
                     Self::Dim64 => weighted_sum::<4>(p, values, inv, out),
                     Self::Dim128 => weighted_sum::<8>(p, values, inv, out),
+                }
+            }
+        }
+    }
+
+    impl Run {
+        /// Attention for the `q.len() / dim` query heads (at most [`MAX_GROUP`]) that share
+        /// `keys` and `values` (whole rows of the head size, all of them visible), into `out`.
+        ///
+        /// # Safety
+        /// As [`Run::scores`].
+        pub unsafe fn group(
+            self,
+            q: &[f32],
+            keys: &[f32],
+            values: &[f32],
+            scale: f32,
+            scores: &mut Vec<f32>,
+            out: &mut [f32],
+        ) {
+            unsafe {
+                match self {
+                    Self::Dim64 => group::<4>(q, keys, values, scale, scores, out),
+                    Self::Dim128 => group::<8>(q, keys, values, scale, scores, out),
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn group<const C: usize>(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        scale: f32,
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        let dim = 16 * C;
+        let (heads, n) = (q.len() / dim, keys.len() / dim);
+        debug_assert!(heads <= MAX_GROUP);
+        scores.clear();
+        scores.resize(heads * n, 0.0);
+        unsafe {
+            // Scores, head-major: each key loaded once for every head of the group.
+            for (j, key) in keys.chunks_exact(dim).enumerate() {
+                let k: [__m512; C] =
+                    std::array::from_fn(|c| _mm512_loadu_ps(key.as_ptr().add(16 * c)));
+                for h in 0..heads {
+                    let qh = q.as_ptr().add(h * dim);
+                    let mut acc = _mm512_mul_ps(_mm512_loadu_ps(qh), k[0]);
+                    for (c, kc) in k.iter().enumerate().skip(1) {
+                        acc = _mm512_fmadd_ps(_mm512_loadu_ps(qh.add(16 * c)), *kc, acc);
+                    }
+                    *scores.get_unchecked_mut(h * n + j) = _mm512_reduce_add_ps(acc) * scale;
+                }
+            }
+            let mut inv = [0f32; MAX_GROUP];
+            for (h, row) in scores.chunks_exact_mut(n).enumerate() {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+                for s in row.iter_mut() {
+                    *s = super::exp(*s - max);
+                }
+                inv[h] = 1.0 / row.iter().sum::<f32>();
+            }
+            // Values, 16 dimensions at a time: each value slice loaded once for every head.
+            for c in 0..C {
+                let mut acc = [_mm512_setzero_ps(); MAX_GROUP];
+                for (j, value) in values.chunks_exact(dim).enumerate() {
+                    let vc = _mm512_loadu_ps(value.as_ptr().add(16 * c));
+                    for (h, a) in acc.iter_mut().enumerate().take(heads) {
+                        let p = _mm512_set1_ps(*scores.get_unchecked(h * n + j));
+                        *a = _mm512_fmadd_ps(p, vc, *a);
+                    }
+                }
+                for (h, a) in acc.iter().enumerate().take(heads) {
+                    let o = out.as_mut_ptr().add(h * dim + 16 * c);
+                    _mm512_storeu_ps(o, _mm512_mul_ps(*a, _mm512_set1_ps(inv[h])));
                 }
             }
         }
@@ -312,6 +414,8 @@ mod tests {
             (14, 2, 64, 9, 0),
             (4, 4, 24, 5, 3),
             (7, 1, 16, 70, 20),
+            (7, 1, 64, 33, 20),
+            (18, 2, 64, 4, 11),
         ] {
             let capacity = pos + seq + 5;
             let head_stride = capacity * dim;
