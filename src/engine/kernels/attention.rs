@@ -343,6 +343,7 @@ fn exp(x: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::kernels::tests::noise;
 
     #[test]
     fn exponential_is_accurate_over_the_softmax_range() {
@@ -390,18 +391,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn noise(seed: u64, n: usize) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).max(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 7;
-                s ^= s << 17;
-                (s % 20_000) as f32 / 10_000.0 - 1.0
-            })
-            .collect()
     }
 
     #[test]

@@ -9,7 +9,7 @@ use half::f16;
 use super::*;
 
 /// Deterministic pseudo-random numbers in [-1, 1) (xorshift).
-fn noise(seed: u64, n: usize) -> Vec<f32> {
+pub(super) fn noise(seed: u64, n: usize) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).max(1);
     (0..n)
         .map(|_| {

@@ -315,9 +315,7 @@ impl Stack {
 /// A quantized weight matrix with an optional bias.
 pub(crate) struct Linear {
     weight: Weight,
-    bias: Option<Tensor>,
-    /// The bias as plain values, for [`Linear::forward_rows`].
-    bias_rows: Option<Vec<f32>>,
+    bias: Option<Vec<f32>>,
 }
 
 enum Weight {
@@ -343,14 +341,9 @@ impl Linear {
             }
             Bias::IfPresent | Bias::None => None,
         };
-        let bias = bias.map(|b| b.dequantize(device)).transpose()?;
         Ok(Self {
             weight,
-            bias_rows: bias
-                .as_ref()
-                .map(|b| b.flatten_all()?.to_vec1())
-                .transpose()?,
-            bias,
+            bias: bias.map(|b| b.dequantize(device)?.to_vec1()).transpose()?,
         })
     }
 
@@ -396,7 +389,6 @@ impl Linear {
         Ok(Self {
             weight: Self::weight(gguf, name, out_in, kernels, device)?,
             bias: None,
-            bias_rows: None,
         })
     }
 
@@ -423,10 +415,10 @@ impl Linear {
         if parts.len() < 2 || matrices.len() != parts.len() || !QMatrix::stackable(&matrices) {
             return Err(parts);
         }
-        let bias_rows = parts.iter().any(|l| l.bias_rows.is_some()).then(|| {
+        let bias = parts.iter().any(|l| l.bias.is_some()).then(|| {
             parts
                 .iter()
-                .flat_map(|l| l.bias_rows.clone().unwrap_or_else(|| vec![0.0; l.rows()]))
+                .flat_map(|l| l.bias.clone().unwrap_or_else(|| vec![0.0; l.rows()]))
                 .collect()
         });
         let matrices = parts
@@ -438,8 +430,7 @@ impl Linear {
             .collect();
         Ok(Linear {
             weight: Weight::Fast(QMatrix::stack(matrices).ok_or(Vec::new())?),
-            bias: None,
-            bias_rows,
+            bias,
         })
     }
 
@@ -452,7 +443,7 @@ impl Linear {
                 w.forward(&t)?.flatten_all()?.to_vec1()?
             }
         };
-        if let Some(bias) = &self.bias_rows {
+        if let Some(bias) = &self.bias {
             for row in y.chunks_exact_mut(bias.len()) {
                 for (v, b) in row.iter_mut().zip(bias) {
                     *v += b;
@@ -472,7 +463,7 @@ impl Linear {
             }
         };
         match &self.bias {
-            Some(b) => y.broadcast_add(b),
+            Some(b) => y.broadcast_add(&Tensor::from_slice(b, b.len(), x.device())?),
             None => Ok(y),
         }
     }
