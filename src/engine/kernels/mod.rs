@@ -224,9 +224,8 @@ fn q4k_unpacked_scales(blocks: &[u8]) -> Vec<u8> {
     for block in blocks.chunks_exact(144) {
         out.extend_from_slice(&block[..4]);
         let packed = &block[4..16];
-        let (scales, mins): (Vec<u8>, Vec<u8>) = (0..8).map(|j| q4k_scale_min(j, packed)).unzip();
-        out.extend_from_slice(&scales);
-        out.extend_from_slice(&mins);
+        out.extend((0..8).map(|j| q4k_scale_min(j, packed).0));
+        out.extend((0..8).map(|j| q4k_scale_min(j, packed).1));
         out.extend_from_slice(&block[16..]);
     }
     out
