@@ -20,6 +20,11 @@ pub struct Settings {
     pub prefix_tokens: usize,
     /// Tokens of text after the cursor the prompt may hold.
     pub suffix_tokens: usize,
+    /// Tokens of signatures from other files (imports, other open buffers) the prompt may hold.
+    pub related_tokens: usize,
+    /// Prompt layout: `auto` (from the model's tokens) or a family name (`qwen2.5-coder`,
+    /// `starcoder2`, `starcoder`, `deepseek-coder`, `codellama`, `prefix-only`).
+    pub prompt_format: String,
     /// Wall-clock limit per suggestion, in milliseconds (0: none).
     pub timeout_ms: u64,
     /// Log filter (`tracing` directives, e.g. `info`); `None` keeps `PYFILL_LOG` / `RUST_LOG`.
@@ -31,12 +36,15 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
+        let budget = crate::context::Budget::default();
         Self {
             enable: true,
             model: None,
             max_tokens: 64,
-            prefix_tokens: 1024,
-            suffix_tokens: 256,
+            prefix_tokens: budget.prefix_tokens,
+            suffix_tokens: budget.suffix_tokens,
+            related_tokens: budget.related_tokens,
+            prompt_format: "auto".into(),
             timeout_ms: 10_000,
             log_level: None,
             threads: None,
@@ -82,6 +90,16 @@ impl Settings {
         check("maxTokens", self.max_tokens, 1, 65_536)?;
         check("prefixTokens", self.prefix_tokens, 16, 32_768)?;
         check("suffixTokens", self.suffix_tokens, 0, 32_768)?;
+        check("relatedTokens", self.related_tokens, 0, 32_768)?;
+        if self.prompt_format != "auto"
+            && !crate::prompt::NAMES.contains(&self.prompt_format.as_str())
+        {
+            return Err(format!(
+                "promptFormat must be auto or one of {}, got '{}'",
+                crate::prompt::NAMES.join(", "),
+                self.prompt_format
+            ));
+        }
         if let Some(n) = self.threads {
             check("threads", n, 1, 256)?;
         }
@@ -116,6 +134,7 @@ mod tests {
             json!({"maxTokens": "many"}),
             json!({"prefixTokens": 1}),
             json!({"modle": "/typo.gguf"}),
+            json!({"promptFormat": "gpt5"}),
             json!([1, 2]),
         ] {
             assert!(s.merged(&bad).is_err(), "{bad}");

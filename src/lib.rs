@@ -2,16 +2,20 @@
 //!
 //! Data flow, one direction:
 //! editor -> `lsp` (protocol glue) -> `documents` (ropes + tree-sitter, versioned snapshots)
-//! -> `completion` (what to ask for, when to stop) -> `prompt` (FIM template per model family)
-//! -> `engine` (tokenizer, forward pass, KV cache, sampling, on its own thread)
-//! -> `completion` (post-processing) -> editor.
+//! -> `completion` (orchestration) -> `context` (windows, mode, related code from other files)
+//! -> `prompt` (layout per model family) -> `engine` (tokenizer, forward pass, KV cache,
+//! sampling, on its own thread, stopping by `postprocess`'s rule) -> `postprocess` (tidy-up)
+//! -> editor.
 //! `models` fetches and verifies model files. Only `engine` knows about tensors.
 
 pub mod bench;
 pub mod completion;
 pub mod config;
+pub mod context;
 pub mod documents;
 pub mod engine;
+pub mod eval;
 pub mod lsp;
 pub mod models;
+pub mod postprocess;
 pub mod prompt;

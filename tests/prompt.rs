@@ -1,47 +1,85 @@
-//! Prompt building on the tiny model's tokenizer: FIM layout, literal user text, budgets.
+//! Prompt layouts on the tiny model's tokenizer: repository-level FIM, literal user text, related
+//! files, prefix-only models, forced formats.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
 use common::{TinyOptions, tiny, token_id};
-use pyfill::engine::LoadedModel;
-use pyfill::prompt::{self, Budget, Family};
+use pyfill::context::{Context, Mode, Related};
+use pyfill::engine::{LoadedModel, Tokenizer};
+use pyfill::prompt::{self, Family};
 
-fn tokenizer() -> (tempfile::TempDir, LoadedModel) {
+fn model() -> (tempfile::TempDir, LoadedModel) {
     let (dir, path) = tiny(&TinyOptions::new("qwen2"));
     (dir, LoadedModel::load(&path).unwrap())
 }
 
+fn context(prefix: &str, suffix: &str) -> Context {
+    Context {
+        mode: Mode::Line,
+        prefix: prefix.into(),
+        suffix: suffix.into(),
+        path: "pkg/app.py".into(),
+        related: Vec::new(),
+        line_before: String::new(),
+        line_after: String::new(),
+        indent: 0,
+        next_line: None,
+        previous_line: None,
+    }
+}
+
+/// The prompt with special tokens written out, to compare against a literal layout.
+fn render(tok: &Tokenizer, ids: &[u32]) -> String {
+    ids.iter().map(|&id| tok.decode(&[id])).collect()
+}
+
 #[test]
-fn fim_layout_is_prefix_suffix_middle() {
-    let (_d, model) = tokenizer();
+fn a_lone_file_gets_file_level_fim() {
+    let (_d, model) = model();
     let tok = &model.tokenizer;
     let family = Family::detect(tok);
     assert_eq!(family.name(), "qwen2.5-coder");
-    let ids = prompt::build(tok, &family, "x = ", "\nprint(x)\n", Budget::default()).unwrap();
-    let p = token_id("<|fim_prefix|>");
-    let s = token_id("<|fim_suffix|>");
-    let m = token_id("<|fim_middle|>");
-    assert_eq!(ids[0], p);
-    assert_eq!(*ids.last().unwrap(), m);
-    let at = ids.iter().position(|&t| t == s).unwrap();
-    assert_eq!(tok.decode(&ids[1..at]), "x = ");
-    assert_eq!(tok.decode(&ids[at + 1..ids.len() - 1]), "\nprint(x)\n");
+    let ids = prompt::build(tok, &family, &context("x = ", "\nprint(x)\n"), "demo").unwrap();
+    assert_eq!(ids[0], token_id("<|fim_prefix|>"));
+    assert_eq!(*ids.last().unwrap(), token_id("<|fim_middle|>"));
+    assert_eq!(
+        render(tok, &ids),
+        "<|fim_prefix|>x = <|fim_suffix|>\nprint(x)\n<|fim_middle|>"
+    );
+}
+
+/// With other files to show, Qwen2.5-Coder's repository-level layout.
+#[test]
+fn related_files_come_first_each_under_its_path() {
+    let (_d, model) = model();
+    let tok = &model.tokenizer;
+    let family = Family::detect(tok);
+    let mut c = context("u = User(", ")\n");
+    c.related = vec![Related {
+        path: "pkg/models.py".into(),
+        text: "class User:\n    name: str\n".into(),
+    }];
+    let ids = prompt::build(tok, &family, &c, "demo").unwrap();
+    assert_eq!(
+        render(tok, &ids),
+        "<|repo_name|>demo\n<|file_sep|>pkg/models.py\nclass User:\n    name: str\n<|file_sep|>pkg/app.py\n<|fim_prefix|>u = User(<|fim_suffix|>)\n<|fim_middle|>"
+    );
+    // Forced to a family without repository tokens, related files become comments.
+    let plain = Family::named(tok, "prefix-only").unwrap();
+    let ids = prompt::build(tok, &plain, &c, "demo").unwrap();
+    assert_eq!(
+        render(tok, &ids),
+        "# pkg/models.py\nclass User:\n    name: str\n\n# pkg/app.py\nu = User("
+    );
 }
 
 #[test]
 fn marker_text_in_the_file_stays_literal() {
-    let (_d, model) = tokenizer();
+    let (_d, model) = model();
     let tok = &model.tokenizer;
     let family = Family::detect(tok);
-    let ids = prompt::build(
-        tok,
-        &family,
-        "s = '<|fim_middle|>'\n",
-        "",
-        Budget::default(),
-    )
-    .unwrap();
+    let ids = prompt::build(tok, &family, &context("s = '<|fim_middle|>'\n", ""), "demo").unwrap();
     let m = token_id("<|fim_middle|>");
     assert_eq!(
         ids.iter().filter(|&&t| t == m).count(),
@@ -51,36 +89,14 @@ fn marker_text_in_the_file_stays_literal() {
 }
 
 #[test]
-fn windows_keep_whole_lines_nearest_the_cursor() {
-    let (_d, model) = tokenizer();
+fn formats_the_model_lacks_are_refused() {
+    let (_d, model) = model();
     let tok = &model.tokenizer;
-    let family = Family::detect(tok);
-    let prefix: String = (0..50)
-        .map(|i| format!("line_{i} = {i}\n"))
-        .collect::<String>()
-        + "x = ";
-    let suffix: String = (0..50).map(|i| format!("after_{i}()\n")).collect();
-    let budget = Budget {
-        prefix_tokens: 40,
-        suffix_tokens: 30,
-    };
-    let ids = prompt::build(tok, &family, &prefix, &suffix, budget).unwrap();
-    let at = ids
-        .iter()
-        .position(|&t| t == token_id("<|fim_suffix|>"))
-        .unwrap();
-    let kept_prefix = tok.decode(&ids[1..at]);
-    let kept_suffix = tok.decode(&ids[at + 1..ids.len() - 1]);
-    assert!(
-        kept_prefix.ends_with("line_49 = 49\nx = "),
-        "{kept_prefix:?}"
-    );
-    assert!(
-        kept_prefix.starts_with("line_"),
-        "cut at a line start: {kept_prefix:?}"
-    );
-    assert!(prefix.ends_with(&kept_prefix) && kept_prefix.len() < prefix.len());
-    assert!(tok.encode(&kept_prefix, false).unwrap().len() <= 40 + 3);
-    assert!(kept_suffix.starts_with("after_0()\n") && kept_suffix.ends_with('\n'));
-    assert!(kept_suffix.len() < suffix.len());
+    assert!(Family::named(tok, "starcoder2").is_none());
+    assert!(Family::named(tok, "deepseek-coder").is_none());
+    assert_eq!(Family::named(tok, "auto").unwrap().name(), "qwen2.5-coder");
+    for name in prompt::NAMES {
+        // Every name is either usable or refused, never a panic.
+        let _ = Family::named(tok, name);
+    }
 }

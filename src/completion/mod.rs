@@ -1,136 +1,174 @@
-//! One suggestion, start to end: decide what to ask for (rest of the line or a block), build the
-//! prompt, run the engine with the matching stop rule, and tidy the text. The pure parts are
-//! separate functions so they can be tested without a model.
+//! One suggestion, start to end: the context around the cursor (`context`), the prompt for the
+//! model's family (`prompt`), generation on the engine thread with the mode's stop rule, and the
+//! tidy-up (`postprocess`). Also the one place that reads other workspace files from disk for
+//! the context ([`FsWorkspace`]).
 
-use crate::engine::{self, Engine, GenerationParams, Request, StopPredicate};
-use crate::prompt::{self, Budget, Family};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Complete the current line only.
-    Line,
-    /// Write one or more lines (cursor on an empty line).
-    Block,
+use tree_sitter::Tree;
+
+use crate::context::{self, Budget, Context, Mode, Source, Workspace};
+use crate::engine::{self, Engine, GenerationParams, Request};
+use crate::postprocess;
+use crate::prompt::{self, Family};
+
+/// Files larger than this are not read for related code.
+const MAX_RELATED_FILE_BYTES: u64 = 512 * 1024;
+
+/// Other files of a workspace: open buffers as the editor has them, else the disk under `root`.
+#[derive(Debug, Clone, Default)]
+pub struct FsWorkspace {
+    pub root: Option<PathBuf>,
+    /// Open buffers other than the current one: workspace-relative path and text.
+    pub open: Vec<(String, String)>,
 }
 
-/// Longest block suggestion, in lines.
-pub const MAX_BLOCK_LINES: usize = 12;
-
-/// Cursor mid-line (text before it on the line, or code after it) -> the rest of the line;
-/// cursor on a blank line -> a block.
-pub fn mode_at(line_before: &str, line_after: &str) -> Mode {
-    if line_before.trim().is_empty() && line_after.trim().is_empty() {
-        Mode::Block
-    } else {
-        Mode::Line
+impl FsWorkspace {
+    fn disk_path(&self, relative: &str) -> Option<PathBuf> {
+        let root = self.root.as_ref()?;
+        let relative = Path::new(relative);
+        // Only paths below the root.
+        if !relative
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+        {
+            return None;
+        }
+        Some(root.join(relative))
     }
 }
 
-/// Where generation stops: at the newline in line mode; in block mode at a line indented less
-/// than `indent` (the block is over), at two blank lines in a row, or after [`MAX_BLOCK_LINES`]
-/// lines.
-pub fn stop_rule(mode: Mode, indent: usize) -> StopPredicate {
-    match mode {
-        Mode::Line => Box::new(|text: &str| text.find('\n')),
-        Mode::Block => Box::new(move |text: &str| block_end(text, indent)),
+impl Workspace for FsWorkspace {
+    fn file(&self, path: &str) -> Option<String> {
+        if let Some((_, text)) = self.open.iter().find(|(p, _)| p == path) {
+            return Some(text.clone());
+        }
+        let disk = self.disk_path(path)?;
+        let meta = std::fs::metadata(&disk).ok()?;
+        if !meta.is_file() || meta.len() > MAX_RELATED_FILE_BYTES {
+            return None;
+        }
+        std::fs::read_to_string(disk).ok()
+    }
+
+    fn exists(&self, path: &str) -> bool {
+        self.open.iter().any(|(p, _)| p == path)
+            || self
+                .disk_path(path)
+                .is_some_and(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+    }
+
+    fn open_files(&self) -> Vec<(String, String)> {
+        self.open.clone()
     }
 }
 
-fn block_end(text: &str, indent: usize) -> Option<usize> {
-    let mut offset = 0;
-    let mut lines = 0;
-    let mut blank_run_start = None;
-    // Only complete lines are judged; the last one may still be growing.
-    let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
-    for line in complete.split_inclusive('\n') {
-        let body = line.trim_end();
-        let line_indent = body.len() - body.trim_start().len();
-        if lines > 0 && !body.is_empty() && line_indent < indent {
-            return Some(offset);
-        }
-        if body.is_empty() {
-            let run_start = *blank_run_start.get_or_insert(offset);
-            // Two blank lines in a row end a top-level block in Python style.
-            if offset > run_start {
-                return Some(run_start);
-            }
-        } else {
-            blank_run_start = None;
-        }
-        lines += 1;
-        if lines >= MAX_BLOCK_LINES {
-            return Some(offset + line.len());
-        }
-        offset += line.len();
-    }
-    None
+/// `path` relative to `root`, with `/` separators, if it lies below it.
+pub fn relative_path(root: &Path, path: &Path) -> Option<String> {
+    let relative = path.strip_prefix(root).ok()?;
+    let parts: Vec<&str> = relative
+        .components()
+        .map(|c| match c {
+            Component::Normal(s) => s.to_str(),
+            _ => None,
+        })
+        .collect::<Option<_>>()?;
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-/// Tidies generated text: no trailing whitespace, and in line mode no repetition of the text that
-/// already follows the cursor (e.g. a closing bracket).
-pub fn postprocess(text: &str, mode: Mode, line_after: &str) -> String {
-    let mut out = text.trim_end().to_owned();
-    if mode == Mode::Line {
-        let after = line_after.trim_end();
-        if !after.is_empty() && out.ends_with(after) {
-            out.truncate(out.len() - after.len());
-            out.truncate(out.trim_end().len());
-        }
-    }
-    out
+/// Parses Python text (for callers without a document's tree).
+pub fn parse(text: &str) -> Tree {
+    let mut parser = tree_sitter::Parser::new();
+    parser
+        .set_language(&tree_sitter_python::LANGUAGE.into())
+        .expect("the bundled Python grammar is built for this tree-sitter's ABI");
+    parser
+        .parse(text, None)
+        .expect("a parser with a language and no cancellation callback always returns a tree")
 }
 
-/// A document and a cursor in it (byte offset on a char boundary).
-pub struct Cursor<'a> {
-    pub text: &'a str,
+/// Everything a suggestion request needs, owned so it can move to a worker thread.
+pub struct Ask {
+    pub text: String,
+    /// The document's tree for `text` (parsed here when `None`).
+    pub tree: Option<Tree>,
+    /// Byte offset of the cursor.
     pub offset: usize,
+    /// The file's path relative to the workspace root.
+    pub path: Option<String>,
+    pub workspace: FsWorkspace,
+    pub budget: Budget,
+    pub params: GenerationParams,
+    /// A family name of [`prompt::NAMES`], or `auto`.
+    pub prompt_format: String,
 }
 
-impl Cursor<'_> {
-    fn line_before(&self) -> &str {
-        let start = self.text[..self.offset].rfind('\n').map_or(0, |i| i + 1);
-        &self.text[start..self.offset]
-    }
-
-    fn line_after(&self) -> &str {
-        let rest = &self.text[self.offset..];
-        &rest[..rest.find('\n').unwrap_or(rest.len())]
+impl Ask {
+    /// A request for `text` at `offset` with default settings and no workspace.
+    pub fn new(text: String, offset: usize, params: GenerationParams) -> Ask {
+        Ask {
+            text,
+            tree: None,
+            offset,
+            path: None,
+            workspace: FsWorkspace::default(),
+            budget: Budget::default(),
+            params,
+            prompt_format: "auto".into(),
+        }
     }
 }
 
-/// Everything the engine needs for one suggestion.
+/// What the engine is asked, and the context to tidy its answer with.
 pub struct Plan {
     pub request: Request,
-    pub mode: Mode,
-    pub line_after: String,
+    pub context: Context,
 }
 
-pub fn plan(
-    tokenizer: &engine::Tokenizer,
-    family: &Family,
-    cursor: &Cursor,
-    budget: Budget,
-    params: GenerationParams,
-) -> engine::Result<Plan> {
-    let line_before = cursor.line_before();
-    let line_after = cursor.line_after();
-    let mode = mode_at(line_before, line_after);
-    let indent = line_before.len() - line_before.trim_start().len();
-    let prompt = prompt::build(
-        tokenizer,
-        family,
-        &cursor.text[..cursor.offset],
-        &cursor.text[cursor.offset..],
-        budget,
-    )?;
+pub fn plan(tokenizer: &engine::Tokenizer, ask: &Ask) -> engine::Result<Plan> {
+    let parsed;
+    let tree = match &ask.tree {
+        Some(tree) => tree,
+        None => {
+            parsed = parse(&ask.text);
+            &parsed
+        }
+    };
+    let family = Family::named(tokenizer, &ask.prompt_format).unwrap_or_else(|| {
+        tracing::warn!(
+            "prompt format '{}' needs tokens this model does not have; detecting it instead",
+            ask.prompt_format
+        );
+        Family::detect(tokenizer)
+    });
+    let count = |s: &str| {
+        tokenizer
+            .encode(s, false)
+            .map_or(s.len() / 3, |ids| ids.len())
+    };
+    let source = Source {
+        text: &ask.text,
+        tree,
+        offset: ask.offset,
+        path: ask.path.as_deref(),
+    };
+    let context = context::build(&source, &ask.budget, &count, &ask.workspace);
+    let repository = ask
+        .workspace
+        .root
+        .as_ref()
+        .and_then(|r| r.file_name())
+        .and_then(|n| n.to_str())
+        .unwrap_or(prompt::DEFAULT_REPOSITORY);
+    let prompt = prompt::build(tokenizer, &family, &context, repository)?;
     Ok(Plan {
         request: Request {
             prompt,
-            params,
-            stop: Some(stop_rule(mode, indent)),
+            params: ask.params.clone(),
+            stop: Some(postprocess::stop_rule(&context)),
         },
-        mode,
-        line_after: line_after.to_owned(),
+        context,
     })
 }
 
@@ -141,33 +179,18 @@ pub struct Suggestion {
     pub mode: Mode,
 }
 
-/// Everything a suggestion request needs, owned so it can move to a worker thread.
-pub struct Ask {
-    pub text: String,
-    pub offset: usize,
-    pub budget: Budget,
-    pub params: GenerationParams,
-}
-
-/// Async: one suggestion, or `None` when cancelled (by a newer request or the client). Prompt
-/// building runs on a blocking worker and generation on the engine thread, never on the caller's
-/// async runtime.
+/// Async: one suggestion, or `None` when cancelled (by a newer request or the client). Context
+/// and prompt building run on a blocking worker and generation on the engine thread, never on
+/// the caller's async runtime.
 pub async fn suggest(
-    engine: std::sync::Arc<Engine>,
+    engine: Arc<Engine>,
     ask: Ask,
     cancel: engine::CancelToken,
 ) -> engine::Result<Option<Suggestion>> {
     let tokenizer = engine.tokenizer().clone();
-    let plan = tokio::task::spawn_blocking(move || {
-        let family = Family::detect(&tokenizer);
-        let cursor = Cursor {
-            text: &ask.text,
-            offset: ask.offset,
-        };
-        plan(&tokenizer, &family, &cursor, ask.budget, ask.params)
-    })
-    .await
-    .map_err(|e| engine::Error::Panicked(e.to_string()))??;
+    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, &ask))
+        .await
+        .map_err(|e| engine::Error::Panicked(e.to_string()))??;
     if cancel.is_cancelled() {
         return Ok(None);
     }
@@ -176,90 +199,26 @@ pub async fn suggest(
     if finished.reason == engine::FinishReason::Cancelled {
         return Ok(None);
     }
+    let context = plan.context;
+    let text = tokio::task::spawn_blocking(move || {
+        let text = postprocess::tidy(&finished.text, &context);
+        (text, context.mode)
+    })
+    .await
+    .map_err(|e| engine::Error::Panicked(e.to_string()))?;
     Ok(Some(Suggestion {
-        text: postprocess(&finished.text, plan.mode, &plan.line_after),
-        mode: plan.mode,
+        text: text.0,
+        mode: text.1,
     }))
 }
 
-/// Blocking: one suggestion for `cursor` from `engine` (for the command line; the language server
-/// drives the same steps asynchronously).
-pub fn complete(
-    engine: &Engine,
-    cursor: &Cursor,
-    params: GenerationParams,
-) -> engine::Result<String> {
-    let tokenizer = engine.tokenizer();
-    let family = Family::detect(tokenizer);
-    let plan = plan(tokenizer, &family, cursor, Budget::default(), params)?;
+/// Blocking: one suggestion from `engine` (for the command line and the eval; the language
+/// server drives the same steps asynchronously).
+pub fn complete(engine: &Engine, ask: &Ask) -> engine::Result<Suggestion> {
+    let plan = plan(engine.tokenizer(), ask)?;
     let finished = engine.generate(plan.request)?.wait()?;
-    Ok(postprocess(&finished.text, plan.mode, &plan.line_after))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Splits a fixture at its `$0` cursor marker.
-    fn at_cursor(fixture: &str) -> (String, String) {
-        let (before, after) = fixture.split_once("$0").expect("fixture has a $0 cursor");
-        let line_before = before.rsplit('\n').next().unwrap_or("").to_owned();
-        let line_after = after.split('\n').next().unwrap_or("").to_owned();
-        (line_before, line_after)
-    }
-
-    #[test]
-    fn mode_follows_the_cursor_line() {
-        let cases = [
-            ("def add(a, b):\n    return $0\n", Mode::Line),
-            ("x = foo($0)\n", Mode::Line),
-            ("def f():\n    $0\n", Mode::Block),
-            ("def f():\n$0", Mode::Block),
-            ("$0print(1)\n", Mode::Line),
-        ];
-        for (fixture, expected) in cases {
-            let (before, after) = at_cursor(fixture);
-            assert_eq!(mode_at(&before, &after), expected, "{fixture:?}");
-        }
-    }
-
-    #[test]
-    fn line_mode_stops_at_newline() {
-        let mut stop = stop_rule(Mode::Line, 4);
-        assert_eq!(stop("a + b"), None);
-        assert_eq!(stop("a + b\n    x"), Some(5));
-    }
-
-    #[test]
-    fn block_mode_stops_at_dedent() {
-        let mut stop = stop_rule(Mode::Block, 4);
-        let text = "if x:\n        return 1\n    return 2\nprint(3)\n";
-        // The line "print(3)" is indented less than the cursor's 4 columns.
-        assert_eq!(
-            stop(text),
-            Some("if x:\n        return 1\n    return 2\n".len())
-        );
-        assert_eq!(stop("if x:\n        ret"), None);
-    }
-
-    #[test]
-    fn block_mode_stops_at_two_blank_lines() {
-        let mut stop = stop_rule(Mode::Block, 0);
-        assert_eq!(stop("x = 1\n\ny = 2\n"), None);
-        assert_eq!(stop("x = 1\n\n\ndef g():\n"), Some("x = 1\n".len()));
-    }
-
-    #[test]
-    fn block_mode_caps_lines() {
-        let mut stop = stop_rule(Mode::Block, 0);
-        let text = "x = 1\n".repeat(MAX_BLOCK_LINES + 3);
-        assert_eq!(stop(&text), Some(MAX_BLOCK_LINES * "x = 1\n".len()));
-    }
-
-    #[test]
-    fn postprocess_drops_text_already_after_the_cursor() {
-        assert_eq!(postprocess("a, b)  \n", Mode::Line, ")"), "a, b");
-        assert_eq!(postprocess("a + b", Mode::Line, ""), "a + b");
-        assert_eq!(postprocess("    x = 1\n\n", Mode::Block, ""), "    x = 1");
-    }
+    Ok(Suggestion {
+        text: postprocess::tidy(&finished.text, &plan.context),
+        mode: plan.context.mode,
+    })
 }

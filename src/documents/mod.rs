@@ -102,6 +102,11 @@ impl Documents {
         self.open.get(uri).map(Document::snapshot)
     }
 
+    /// Open documents by URI, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Document)> {
+        self.open.iter().map(|(uri, d)| (uri.as_str(), d))
+    }
+
     pub fn len(&self) -> usize {
         self.open.len()
     }

@@ -28,7 +28,7 @@ pub use gguf::GgufFile;
 pub use kv_cache::KvCache;
 pub use model::{Kernels, LogitsFor, Model};
 pub use service::{Engine, Event, Generation};
-pub use tokenizer::{StreamDecoder, Tokenizer};
+pub use tokenizer::{FimIds, StreamDecoder, Tokenizer};
 
 /// What callers may know about a loaded model.
 #[derive(Debug, Clone)]

@@ -49,6 +49,18 @@ pub struct Tokenizer {
     eot: Option<u32>,
     /// Prepended to every prompt when the model says so (`tokenizer.ggml.add_bos_token`).
     bos: Option<u32>,
+    fim: FimIds,
+}
+
+/// Infilling tokens the GGUF names in its metadata (`tokenizer.ggml.fim_*_token_id`, or the
+/// older `prefix`/`suffix`/`middle` keys).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FimIds {
+    pub prefix: Option<u32>,
+    pub suffix: Option<u32>,
+    pub middle: Option<u32>,
+    pub repo: Option<u32>,
+    pub file_separator: Option<u32>,
 }
 
 impl Tokenizer {
@@ -155,6 +167,33 @@ impl Tokenizer {
                 .map(|v| v as u32),
             _ => None,
         };
+        let vocab = tokens.len();
+        let id = |keys: &[&str]| -> Result<Option<u32>> {
+            for key in keys {
+                if let Some(v) = gguf.opt_usize(key)?
+                    && v < vocab
+                {
+                    return Ok(Some(v as u32));
+                }
+            }
+            Ok(None)
+        };
+        let fim = FimIds {
+            prefix: id(&[
+                "tokenizer.ggml.fim_pre_token_id",
+                "tokenizer.ggml.prefix_token_id",
+            ])?,
+            suffix: id(&[
+                "tokenizer.ggml.fim_suf_token_id",
+                "tokenizer.ggml.suffix_token_id",
+            ])?,
+            middle: id(&[
+                "tokenizer.ggml.fim_mid_token_id",
+                "tokenizer.ggml.middle_token_id",
+            ])?,
+            repo: id(&["tokenizer.ggml.fim_rep_token_id"])?,
+            file_separator: id(&["tokenizer.ggml.fim_sep_token_id"])?,
+        };
         Ok(Self {
             inner,
             token_bytes,
@@ -163,6 +202,7 @@ impl Tokenizer {
             eos,
             eot,
             bos,
+            fim,
         })
     }
 
@@ -228,6 +268,11 @@ impl Tokenizer {
     /// The token every prompt starts with, for models that want one.
     pub fn bos(&self) -> Option<u32> {
         self.bos
+    }
+
+    /// The infilling tokens the file's metadata names.
+    pub fn fim_ids(&self) -> FimIds {
+        self.fim
     }
 
     pub fn special(&self, content: &str) -> Option<u32> {

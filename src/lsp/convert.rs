@@ -1,5 +1,7 @@
 //! Protocol types <-> internal types, in one place.
 
+use std::path::PathBuf;
+
 use tower_lsp_server::gen_lsp_types as lsp;
 
 use crate::documents::{Change, Encoding, Position, Range};
@@ -56,4 +58,31 @@ pub fn encoding_kind(e: Encoding) -> lsp::PositionEncodingKind {
         Encoding::Utf8 => lsp::PositionEncodingKind::UTF8,
         Encoding::Utf16 => lsp::PositionEncodingKind::UTF16,
     }
+}
+
+/// The local path of a `file:` URI.
+pub fn file_path(uri: &str) -> Option<PathBuf> {
+    url::Url::parse(uri).ok()?.to_file_path().ok()
+}
+
+/// The workspace folders the client opened (or its single root), as local paths.
+pub fn workspace_roots(params: &lsp::InitializeParams) -> Vec<PathBuf> {
+    let folders = match &params.workspace_folders_initialize_params.workspace_folders {
+        Some(lsp::WorkspaceFolders::WorkspaceFolderList(list)) => list
+            .iter()
+            .filter_map(|f| file_path(f.uri.as_ref()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !folders.is_empty() {
+        return folders;
+    }
+    // Clients that predate workspace folders send only a root.
+    #[allow(deprecated)]
+    params
+        .root_uri
+        .as_ref()
+        .and_then(|u| file_path(u.as_ref()))
+        .into_iter()
+        .collect()
 }

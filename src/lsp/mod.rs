@@ -15,12 +15,12 @@ use tower_lsp_server::gen_lsp_types as lsp;
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
 use tower_lsp_server::{Client, LanguageServer, LspService, Server};
 
-use crate::completion::{self, Ask, Suggestion};
+use crate::completion::{self, Ask, FsWorkspace, Suggestion};
 use crate::config::Settings;
+use crate::context::Budget;
 use crate::documents::{Documents, Encoding, Snapshot};
 use crate::engine::{CancelToken, Engine, GenerationParams};
 use crate::models;
-use crate::prompt::Budget;
 
 /// Changes the log filter (`tracing` directives such as `info` or `pyfill=debug`).
 pub type LogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -53,6 +53,8 @@ struct State {
     progress_supported: bool,
     /// A problem with the initial settings, shown once the client is ready for messages.
     pending_warning: Option<String>,
+    /// Workspace folders, for paths in prompts and related code from other files.
+    roots: Vec<PathBuf>,
 }
 
 pub struct Backend {
@@ -76,6 +78,7 @@ impl Backend {
                 next_request: 0,
                 progress_supported: false,
                 pending_warning: None,
+                roots: Vec::new(),
             })),
         }
     }
@@ -207,12 +210,17 @@ impl Backend {
         let text = snapshot.text();
         let word_len = word_before(&text, offset).len();
         let settings = &st.settings;
+        let (path, workspace) = workspace_of(&st, uri.as_ref());
         let ask = Ask {
             text,
+            tree: Some(snapshot.tree.clone()),
             offset,
+            path,
+            workspace,
             budget: Budget {
                 prefix_tokens: settings.prefix_tokens,
                 suffix_tokens: settings.suffix_tokens,
+                related_tokens: settings.related_tokens,
             },
             params: GenerationParams {
                 max_tokens: settings.max_tokens,
@@ -220,6 +228,7 @@ impl Backend {
                     .then(|| Duration::from_millis(settings.timeout_ms)),
                 ..GenerationParams::default()
             },
+            prompt_format: settings.prompt_format.clone(),
         };
         Ok(Some(Request {
             id,
@@ -280,6 +289,39 @@ struct Request {
     /// Length of the identifier before the cursor, which a completion item replaces.
     word_len: usize,
     cancel: CancelToken,
+}
+
+/// The document's path in its workspace folder, and the folder with the other open buffers in
+/// it; a document outside every folder is its own workspace (named, no neighbours).
+fn workspace_of(st: &State, uri: &str) -> (Option<String>, FsWorkspace) {
+    let Some(file) = convert::file_path(uri) else {
+        return (None, FsWorkspace::default());
+    };
+    let root = st
+        .roots
+        .iter()
+        .filter(|r| file.starts_with(r))
+        .max_by_key(|r| r.as_os_str().len());
+    let Some(root) = root else {
+        let name = file.file_name().and_then(|n| n.to_str()).map(str::to_owned);
+        return (name, FsWorkspace::default());
+    };
+    let open = st
+        .documents
+        .iter()
+        .filter(|(other, _)| *other != uri)
+        .filter_map(|(other, document)| {
+            let path = convert::file_path(other)?;
+            Some((completion::relative_path(root, &path)?, document.text()))
+        })
+        .collect();
+    (
+        completion::relative_path(root, &file),
+        FsWorkspace {
+            root: Some(root.clone()),
+            open,
+        },
+    )
 }
 
 fn fail_load(state: &Mutex<State>, generation: u64, message: String) {
@@ -343,6 +385,7 @@ impl LanguageServer for Backend {
         {
             let mut st = self.state();
             st.encoding = encoding;
+            st.roots = convert::workspace_roots(&params);
             st.progress_supported = params
                 .capabilities
                 .window

@@ -1,14 +1,25 @@
-//! Model family -> fill-in-the-middle template and token budget. Pure: text in, token ids out
-//! (the tokenizer is data here). Special tokens are inserted as ids, never parsed from the user's
-//! text, so a file that contains `<|fim_prefix|>` literally cannot break the prompt.
+//! Model family -> prompt layout. Pure: a [`Context`] in, token ids out (the tokenizer is data
+//! here). Special tokens are inserted as ids, never parsed from the user's text, so a file that
+//! contains `<|fim_prefix|>` literally cannot break the prompt.
+//!
+//! Layouts (markers in angle brackets are single tokens):
+//! - Qwen2.5-Coder, with related files: repository level, `<|repo_name|>repo\n` then, per
+//!   related file, `<|file_sep|>path\ntext`, then `<|file_sep|>path\n<|fim_prefix|>prefix
+//!   <|fim_suffix|>suffix<|fim_middle|>` (the model card's repo-level FIM format); a lone file
+//!   gets file-level FIM, `<|fim_prefix|>prefix<|fim_suffix|>suffix<|fim_middle|>`.
+//! - StarCoder2, with related files: `<repo_name>repo`, per file `<file_sep>path\ntext`, then
+//!   `<file_sep><fim_prefix>path\nprefix<fim_suffix>suffix<fim_middle>` (the paper's layout).
+//! - Families without repository tokens (DeepSeek-Coder, StarCoder, CodeLlama): related files
+//!   as `# path` comment headers before the prefix, then the family's FIM markers.
+//! - No FIM tokens (the phi family): the prefix alone, related files first.
 
+use crate::context::Context;
 use crate::engine::{Result, Tokenizer};
 
 /// How a model wants to be asked for the text between a prefix and a suffix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Family {
-    /// `<PREFIX>prefix<SUFFIX>suffix<MIDDLE>`, with the model's own marker tokens (Qwen2.5-Coder,
-    /// DeepSeek-Coder, StarCoder).
+    /// Prefix, suffix and middle markers, with the model's repository tokens if it has them.
     Fim(FimMarkers),
     /// No infilling tokens (the phi family): the model continues the prefix.
     PrefixOnly,
@@ -20,39 +31,143 @@ pub struct FimMarkers {
     pub prefix: u32,
     pub suffix: u32,
     pub middle: u32,
+    pub repository: Option<Repository>,
 }
 
-/// Marker token texts per family: name, prefix, suffix, middle.
-const FIM_FAMILIES: &[(&str, &str, &str, &str)] = &[
-    (
-        "qwen2.5-coder",
-        "<|fim_prefix|>",
-        "<|fim_suffix|>",
-        "<|fim_middle|>",
-    ),
-    (
-        "deepseek-coder",
-        "<｜fim▁begin｜>",
-        "<｜fim▁hole｜>",
-        "<｜fim▁end｜>",
-    ),
-    ("starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>"),
+/// Repository-level tokens and where the current file's path goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repository {
+    pub name: u32,
+    pub file_separator: u32,
+    pub style: RepositoryStyle,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepositoryStyle {
+    /// `<|file_sep|>path\n<|fim_prefix|>...` and `<|repo_name|>name\n` (Qwen2.5-Coder).
+    Qwen,
+    /// `<file_sep><fim_prefix>path\n...` and `<repo_name>name` (StarCoder2).
+    StarCoder2,
+}
+
+/// One known family: name, prefix, suffix, middle, repository name and file separator tokens.
+struct Known {
+    name: &'static str,
+    markers: [&'static [&'static str]; 3],
+    repository: Option<(&'static str, &'static str, RepositoryStyle)>,
+    /// Without its repository tokens the model is another family (StarCoder2 is StarCoder).
+    needs_repository: bool,
+}
+
+const KNOWN: &[Known] = &[
+    Known {
+        name: "qwen2.5-coder",
+        markers: [
+            &["<|fim_prefix|>"],
+            &["<|fim_suffix|>"],
+            &["<|fim_middle|>"],
+        ],
+        repository: Some(("<|repo_name|>", "<|file_sep|>", RepositoryStyle::Qwen)),
+        needs_repository: false,
+    },
+    Known {
+        name: "starcoder2",
+        markers: [&["<fim_prefix>"], &["<fim_suffix>"], &["<fim_middle>"]],
+        repository: Some(("<repo_name>", "<file_sep>", RepositoryStyle::StarCoder2)),
+        needs_repository: true,
+    },
+    Known {
+        name: "starcoder",
+        markers: [&["<fim_prefix>"], &["<fim_suffix>"], &["<fim_middle>"]],
+        repository: None,
+        needs_repository: false,
+    },
+    Known {
+        name: "deepseek-coder",
+        markers: [
+            &["<｜fim▁begin｜>"],
+            &["<｜fim▁hole｜>"],
+            &["<｜fim▁end｜>"],
+        ],
+        repository: None,
+        needs_repository: false,
+    },
+    Known {
+        name: "codellama",
+        markers: [
+            &["▁<PRE>", "<PRE>"],
+            &["▁<SUF>", "<SUF>"],
+            &["▁<MID>", "<MID>"],
+        ],
+        repository: None,
+        needs_repository: false,
+    },
+];
+
+/// Family names a user may force (`promptFormat`), besides `auto`.
+pub const NAMES: &[&str] = &[
+    "qwen2.5-coder",
+    "starcoder2",
+    "starcoder",
+    "deepseek-coder",
+    "codellama",
+    "prefix-only",
 ];
 
 impl Family {
-    /// Recognises the family from the special tokens the tokenizer has.
+    /// Recognises the family: from the FIM token ids the GGUF metadata names, else from the
+    /// special tokens the vocabulary has. A model without FIM tokens continues prefixes.
     pub fn detect(tokenizer: &Tokenizer) -> Self {
-        FIM_FAMILIES
+        KNOWN
             .iter()
-            .find_map(|(name, p, s, m)| {
-                Some(Family::Fim(FimMarkers {
-                    name,
-                    prefix: tokenizer.special(p)?,
-                    suffix: tokenizer.special(s)?,
-                    middle: tokenizer.special(m)?,
-                }))
-            })
+            .find_map(|known| Self::known(tokenizer, known))
+            .or_else(|| Self::from_metadata(tokenizer))
             .unwrap_or(Family::PrefixOnly)
+    }
+
+    /// The family named `name` (one of [`NAMES`], or `auto`), if the model has its tokens.
+    pub fn named(tokenizer: &Tokenizer, name: &str) -> Option<Self> {
+        match name {
+            "auto" => Some(Self::detect(tokenizer)),
+            "prefix-only" => Some(Family::PrefixOnly),
+            _ => KNOWN
+                .iter()
+                .find(|k| k.name == name)
+                .and_then(|k| Self::known(tokenizer, k)),
+        }
+    }
+
+    fn known(tokenizer: &Tokenizer, known: &Known) -> Option<Self> {
+        let find = |texts: &[&str]| texts.iter().find_map(|t| tokenizer.special(t));
+        let [p, s, m] = known.markers;
+        let repository = known.repository.and_then(|(name, sep, style)| {
+            Some(Repository {
+                name: tokenizer.special(name)?,
+                file_separator: tokenizer.special(sep)?,
+                style,
+            })
+        });
+        if known.needs_repository && repository.is_none() {
+            return None;
+        }
+        Some(Family::Fim(FimMarkers {
+            name: known.name,
+            prefix: find(p)?,
+            suffix: find(s)?,
+            middle: find(m)?,
+            repository,
+        }))
+    }
+
+    fn from_metadata(tokenizer: &Tokenizer) -> Option<Self> {
+        let ids = tokenizer.fim_ids();
+        Some(Family::Fim(FimMarkers {
+            name: "gguf-fim",
+            prefix: ids.prefix?,
+            suffix: ids.suffix?,
+            middle: ids.middle?,
+            repository: None,
+        }))
     }
 
     pub fn name(&self) -> &'static str {
@@ -63,84 +178,73 @@ impl Family {
     }
 }
 
-/// How many tokens of text before and after the cursor the prompt may hold.
-#[derive(Debug, Clone, Copy)]
-pub struct Budget {
-    pub prefix_tokens: usize,
-    pub suffix_tokens: usize,
-}
+/// The repository name prompts use when the file has no workspace.
+pub const DEFAULT_REPOSITORY: &str = "project";
 
-impl Default for Budget {
-    fn default() -> Self {
-        Self {
-            prefix_tokens: 1024,
-            suffix_tokens: 256,
-        }
-    }
-}
-
-/// Token ids asking `family` for the text between `prefix` and `suffix`, each side cut at line
-/// boundaries to fit the budget (the lines nearest the cursor are kept).
+/// Token ids asking `family` for the text between the context's prefix and suffix, with its
+/// related files first, in `repository` (the workspace's name).
 pub fn build(
     tokenizer: &Tokenizer,
     family: &Family,
-    prefix: &str,
-    suffix: &str,
-    budget: Budget,
+    context: &Context,
+    repository: &str,
 ) -> Result<Vec<u32>> {
-    let prefix = window_before(tokenizer, prefix, budget.prefix_tokens)?;
-    let prefix_ids = tokenizer.encode(prefix, false)?;
     let mut ids: Vec<u32> = tokenizer.bos().into_iter().collect();
-    Ok(match family {
+    let text = |ids: &mut Vec<u32>, s: &str| -> Result<()> {
+        ids.extend(tokenizer.encode(s, false)?);
+        Ok(())
+    };
+    let commented_files = |ids: &mut Vec<u32>| -> Result<()> {
+        for file in &context.related {
+            text(ids, &format!("# {}\n{}\n", file.path, file.text))?;
+        }
+        if !context.related.is_empty() {
+            text(ids, &format!("# {}\n", context.path))?;
+        }
+        Ok(())
+    };
+    match family {
         Family::PrefixOnly => {
-            ids.extend(prefix_ids);
-            ids
+            commented_files(&mut ids)?;
+            text(&mut ids, &context.prefix)?;
         }
         Family::Fim(m) => {
-            let suffix = window_after(tokenizer, suffix, budget.suffix_tokens)?;
-            let suffix_ids = tokenizer.encode(suffix, false)?;
-            ids.reserve(prefix_ids.len() + suffix_ids.len() + 3);
-            ids.push(m.prefix);
-            ids.extend(prefix_ids);
+            // Measured on HumanEval infilling (120-task sample, Qwen2.5-Coder-0.5B): a
+            // repository header around a lone file costs 4 points of pass@1 (0.675 vs 0.717),
+            // so it is used only when there are other files to show.
+            match m.repository.filter(|_| !context.related.is_empty()) {
+                Some(repo) => {
+                    ids.push(repo.name);
+                    match repo.style {
+                        RepositoryStyle::Qwen => text(&mut ids, &format!("{repository}\n"))?,
+                        RepositoryStyle::StarCoder2 => text(&mut ids, repository)?,
+                    }
+                    for file in &context.related {
+                        ids.push(repo.file_separator);
+                        text(&mut ids, &format!("{}\n{}", file.path, file.text))?;
+                    }
+                    ids.push(repo.file_separator);
+                    match repo.style {
+                        RepositoryStyle::Qwen => {
+                            text(&mut ids, &format!("{}\n", context.path))?;
+                            ids.push(m.prefix);
+                        }
+                        RepositoryStyle::StarCoder2 => {
+                            ids.push(m.prefix);
+                            text(&mut ids, &format!("{}\n", context.path))?;
+                        }
+                    }
+                }
+                None => {
+                    ids.push(m.prefix);
+                    commented_files(&mut ids)?;
+                }
+            }
+            text(&mut ids, &context.prefix)?;
             ids.push(m.suffix);
-            ids.extend(suffix_ids);
+            text(&mut ids, &context.suffix)?;
             ids.push(m.middle);
-            ids
         }
-    })
-}
-
-/// The longest tail of `text` that starts at a line start (or is the cursor's own line) and fits
-/// `budget` tokens.
-fn window_before<'a>(tokenizer: &Tokenizer, text: &'a str, budget: usize) -> Result<&'a str> {
-    let mut start = text.len();
-    let mut used = 0;
-    // Walk whole lines upward from the cursor; the cursor's line is always kept whole.
-    let mut lines = text.split_inclusive('\n').rev();
-    let mut first = true;
-    for line in lines.by_ref() {
-        let cost = tokenizer.encode(line, false)?.len();
-        if !first && used + cost > budget {
-            break;
-        }
-        first = false;
-        used += cost;
-        start -= line.len();
     }
-    Ok(&text[start..])
-}
-
-/// The longest head of `text` that ends at a line end (or is the cursor's own line) and fits.
-fn window_after<'a>(tokenizer: &Tokenizer, text: &'a str, budget: usize) -> Result<&'a str> {
-    let mut end = 0;
-    let mut used = 0;
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        let cost = tokenizer.encode(line, false)?.len();
-        if i > 0 && used + cost > budget {
-            break;
-        }
-        used += cost;
-        end += line.len();
-    }
-    Ok(&text[..end])
+    Ok(ids)
 }

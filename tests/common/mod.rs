@@ -23,6 +23,7 @@ pub const SPECIALS: &[&str] = &[
     "<|fim_suffix|>",
     "<|fim_middle|>",
     "<|file_sep|>",
+    "<|repo_name|>",
 ];
 
 /// A handful of merges, enough to exercise BPE.

@@ -1,0 +1,382 @@
+//! What the model should see for one suggestion, and what kind of suggestion to ask for. Pure:
+//! a snapshot's text and syntax tree plus a cursor in, a [`Context`] out; token counts come from
+//! a counting function the caller supplies (the model's tokenizer), files of the workspace from
+//! a [`Workspace`] the caller supplies. No IO, no model, no protocol types.
+//!
+//! - Windows: the text before and after the cursor, cut at line boundaries to a token budget,
+//!   each cut moved to the nearest statement boundary of a scope around the cursor (so the window
+//!   never starts inside a neighbouring function), with the file's imports kept when the prefix
+//!   window no longer reaches them.
+//! - Mode: the rest of the line, one statement, or a block, decided from the cursor's line and
+//!   the tree around it.
+//! - Related code: signatures of names used near the cursor that come from other files
+//!   (`related.rs`).
+
+mod related;
+#[cfg(test)]
+mod tests;
+
+use tree_sitter::{Node, Tree};
+
+pub use related::{Related, Workspace, module_candidates};
+
+/// What kind of text the cursor asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Text before or after the cursor on its line: complete this line only.
+    Line,
+    /// A blank line inside a block that goes on below: one statement (a compound statement
+    /// brings its body, unless the body is already there).
+    Statement,
+    /// A blank line that opens an empty body, ends a block or the file: several lines, until the
+    /// indentation returns to the parent level or the block is complete.
+    Block,
+}
+
+/// Token budgets of the parts of a prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub prefix_tokens: usize,
+    pub suffix_tokens: usize,
+    /// Signatures from other files.
+    pub related_tokens: usize,
+}
+
+impl Default for Budget {
+    /// Chosen from the engine's speed on 2 cores (about 200 prompt tokens/s cold): a full
+    /// window is about 1,700 tokens (8 s cold), and once cached, a keystroke recomputes only the
+    /// tokens after the edit. Most of a function and its neighbours fit in 1,024 tokens.
+    fn default() -> Self {
+        Self {
+            prefix_tokens: 1024,
+            suffix_tokens: 256,
+            related_tokens: 384,
+        }
+    }
+}
+
+/// The document around one cursor.
+pub struct Source<'a> {
+    pub text: &'a str,
+    pub tree: &'a Tree,
+    /// Byte offset of the cursor (a char boundary).
+    pub offset: usize,
+    /// The file's path relative to its workspace (`pkg/mod.py`), if it has one.
+    pub path: Option<&'a str>,
+}
+
+/// Everything the prompt builder and post-processing need to know about one suggestion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Context {
+    pub mode: Mode,
+    /// Text before the cursor: the window (preceded by the imports it no longer reaches).
+    pub prefix: String,
+    /// Text after the cursor: the window.
+    pub suffix: String,
+    /// The file's workspace-relative path (a default name when it has none).
+    pub path: String,
+    /// Signatures from other files, most relevant last (nearest the current file).
+    pub related: Vec<Related>,
+    /// The cursor's line before and after the cursor.
+    pub line_before: String,
+    pub line_after: String,
+    /// Columns of indentation the cursor's statement has.
+    pub indent: usize,
+    /// The first non-blank line after the cursor's line, if any.
+    pub next_line: Option<String>,
+    /// The last non-blank line before the cursor's line, if any.
+    pub previous_line: Option<String>,
+}
+
+/// The name a file without a path goes by in prompts.
+pub const UNNAMED: &str = "main.py";
+
+/// Import statements are kept whole only up to this share of the prefix budget.
+const IMPORTS_SHARE: usize = 4;
+
+/// Builds the context for `source`: windows, mode and related code.
+pub fn build(
+    source: &Source,
+    budget: &Budget,
+    count: &dyn Fn(&str) -> usize,
+    workspace: &dyn Workspace,
+) -> Context {
+    let text = source.text;
+    let offset = floor_char_boundary(text, source.offset);
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let line_before = &text[line_start..offset];
+    let line_after = text[offset..line_end].trim_end_matches('\r');
+    let previous_line = text[..line_start]
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty());
+    let next_line = text[line_end..].lines().find(|l| !l.trim().is_empty());
+    let mode = mode_at(source.tree, text, offset, line_before, line_after);
+    let indent = indentation(line_before);
+
+    let boundaries = statement_boundaries(source.tree, offset);
+    let imports = imports_before(source.tree);
+    let (prefix_start, imports_text) =
+        prefix_window(text, line_start, &boundaries, &imports, budget, count);
+    let suffix_end = suffix_window(text, line_end, &boundaries, budget.suffix_tokens, count);
+    let mut prefix = imports_text;
+    prefix.push_str(&text[prefix_start..offset]);
+    let suffix = text[offset..suffix_end].to_owned();
+
+    let path = source.path.unwrap_or(UNNAMED);
+    let related = related::gather(source, path, budget.related_tokens, count, workspace);
+    Context {
+        mode,
+        prefix,
+        suffix,
+        path: path.to_owned(),
+        related,
+        line_before: line_before.to_owned(),
+        line_after: line_after.to_owned(),
+        indent,
+        next_line: next_line.map(str::to_owned),
+        previous_line: previous_line.map(str::to_owned),
+    }
+}
+
+/// Columns of leading whitespace (a tab counts as one).
+pub fn indentation(line: &str) -> usize {
+    line.len() - line.trim_start_matches([' ', '\t']).len()
+}
+
+/// Line for text around the cursor; on a blank line, a statement if the block goes on below
+/// and the line above does not open an empty body, else a block.
+fn mode_at(tree: &Tree, text: &str, offset: usize, line_before: &str, line_after: &str) -> Mode {
+    if !line_before.trim().is_empty() || !line_after.trim().is_empty() {
+        return Mode::Line;
+    }
+    let line_start = offset - line_before.len();
+    let cursor_indent = indentation(line_before);
+    let previous = text[..line_start]
+        .trim_end()
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let previous_line = text[previous..line_start].trim_end();
+    let next_line = text[offset..]
+        .lines()
+        .skip(1)
+        .find(|l| !l.trim().is_empty());
+    let next_indent = next_line.map(indentation);
+    if !previous_line.trim().is_empty() && opens_block(tree, previous, previous_line) {
+        let body_below = next_indent.is_some_and(|n| n > indentation(previous_line));
+        return if body_below {
+            Mode::Statement
+        } else {
+            Mode::Block
+        };
+    }
+    match next_indent {
+        Some(n) if n >= cursor_indent => Mode::Statement,
+        _ => Mode::Block,
+    }
+}
+
+/// Compound statements whose header ends with the colon that opens a body.
+const COMPOUND: &[&str] = &[
+    "function_definition",
+    "class_definition",
+    "if_statement",
+    "elif_clause",
+    "else_clause",
+    "for_statement",
+    "while_statement",
+    "with_statement",
+    "try_statement",
+    "except_clause",
+    "finally_clause",
+    "match_statement",
+    "case_clause",
+];
+
+/// Whether `line` (starting at byte `start`) ends with the colon of a compound statement's
+/// header. Asks the tree first; when the tree has no such colon there (an empty body parses as
+/// an error), a trailing colon outside a comment decides.
+fn opens_block(tree: &Tree, start: usize, line: &str) -> bool {
+    let code = line.trim_end();
+    let Some(colon) = code.rfind(':') else {
+        return false;
+    };
+    let at = start + colon;
+    if let Some(node) = tree.root_node().descendant_for_byte_range(at, at + 1)
+        && node.kind() == ":"
+        && let Some(parent) = node.parent()
+    {
+        if COMPOUND.contains(&parent.kind()) {
+            return true;
+        }
+        if !parent.is_error() && !parent.has_error() {
+            // A colon of a slice, a dict or an annotation.
+            return false;
+        }
+    }
+    colon + 1 == code.len() && !code.trim_start().starts_with('#')
+}
+
+/// Where statements begin and end in the scopes around `offset`: the children of the module and
+/// of every block that contains the cursor. Each list sorted.
+struct Boundaries {
+    starts: Vec<usize>,
+    ends: Vec<usize>,
+}
+
+fn statement_boundaries(tree: &Tree, offset: usize) -> Boundaries {
+    let mut starts = Vec::new();
+    let mut ends = Vec::new();
+    let mut node = tree
+        .root_node()
+        .descendant_for_byte_range(offset, offset)
+        .unwrap_or(tree.root_node());
+    loop {
+        if matches!(node.kind(), "module" | "block") {
+            let mut cursor = node.walk();
+            for child in node.named_children(&mut cursor) {
+                starts.push(child.start_byte());
+                ends.push(child.end_byte());
+            }
+        }
+        match node.parent() {
+            Some(parent) => node = parent,
+            None => break,
+        }
+    }
+    starts.sort_unstable();
+    ends.sort_unstable();
+    Boundaries { starts, ends }
+}
+
+/// Top-level import statements, in order.
+fn imports_before(tree: &Tree) -> Vec<Node<'_>> {
+    let root = tree.root_node();
+    let mut cursor = root.walk();
+    root.named_children(&mut cursor)
+        .filter(|n| {
+            matches!(
+                n.kind(),
+                "import_statement" | "import_from_statement" | "future_import_statement"
+            )
+        })
+        .collect()
+}
+
+/// Start of the prefix window, and the imports it no longer reaches as text (each on its own
+/// line) to put before it.
+fn prefix_window(
+    text: &str,
+    line_start: usize,
+    boundaries: &Boundaries,
+    imports: &[Node],
+    budget: &Budget,
+    count: &dyn Fn(&str) -> usize,
+) -> (usize, String) {
+    let Some(start) = lines_upward(text, line_start, budget.prefix_tokens, count) else {
+        return (0, String::new());
+    };
+    // The imports the window lost, within their share of the budget.
+    let mut imports_text = String::new();
+    let mut imports_used = 0;
+    for import in imports.iter().filter(|n| n.end_byte() <= start) {
+        let Some(statement) = text.get(import.start_byte()..import.end_byte()) else {
+            continue;
+        };
+        let cost = count(statement) + 1;
+        if imports_used + cost > budget.prefix_tokens / IMPORTS_SHARE {
+            break;
+        }
+        imports_used += cost;
+        imports_text.push_str(statement);
+        imports_text.push('\n');
+    }
+    let mut start = start;
+    if imports_used > 0 {
+        imports_text.push('\n');
+        start = lines_upward(
+            text,
+            line_start,
+            budget.prefix_tokens.saturating_sub(imports_used + 1),
+            count,
+        )
+        .unwrap_or(0);
+    }
+    // Never start inside a statement of a scope around the cursor: move down to the next
+    // boundary, if one comes before the cursor's line.
+    if let Some(&b) = boundaries.starts.iter().find(|&&b| b >= start)
+        && b <= line_start
+    {
+        start = line_start_of(text, b);
+    }
+    (start, imports_text)
+}
+
+/// Where whole lines above `line_start` that fit `budget` begin; `None` if all of them fit.
+fn lines_upward(
+    text: &str,
+    line_start: usize,
+    budget: usize,
+    count: &dyn Fn(&str) -> usize,
+) -> Option<usize> {
+    let mut start = line_start;
+    let mut used = 0;
+    for line in text[..line_start].split_inclusive('\n').rev() {
+        let cost = count(line);
+        if used + cost > budget {
+            return Some(start);
+        }
+        used += cost;
+        start -= line.len();
+    }
+    None
+}
+
+/// End of the suffix window: whole lines after the cursor's line within `budget`, the cut moved
+/// up to the end of a statement of a scope around the cursor.
+fn suffix_window(
+    text: &str,
+    line_end: usize,
+    boundaries: &Boundaries,
+    budget: usize,
+    count: &dyn Fn(&str) -> usize,
+) -> usize {
+    let mut end = line_end;
+    let mut used = 0;
+    let mut reached_end = true;
+    for line in text[line_end..].split_inclusive('\n') {
+        let cost = count(line);
+        if used + cost > budget {
+            reached_end = false;
+            break;
+        }
+        used += cost;
+        end += line.len();
+    }
+    if reached_end {
+        return text.len();
+    }
+    if let Some(&b) = boundaries.ends.iter().rev().find(|&&b| b <= end)
+        && b > line_end
+    {
+        // Through the end of the line the statement ends on.
+        end = text[b..]
+            .find('\n')
+            .map_or(text.len(), |i| b + i + 1)
+            .min(end);
+    }
+    end
+}
+
+fn line_start_of(text: &str, offset: usize) -> usize {
+    text[..offset].rfind('\n').map_or(0, |i| i + 1)
+}
+
+fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
