@@ -25,6 +25,9 @@ pub struct Settings {
     /// Prompt layout: `auto` (from the model's tokens) or a family name (`qwen2.5-coder`,
     /// `starcoder2`, `starcoder`, `deepseek-coder`, `codellama`, `prefix-only`).
     pub prompt_format: String,
+    /// How a whole function body is asked for: `auto` (a chat prompt for chat-tuned models,
+    /// else fill-in-the-middle), `fim` or `chat`.
+    pub block_prompt: String,
     /// Wall-clock limit per suggestion, in milliseconds (0: none).
     pub timeout_ms: u64,
     /// Log filter (`tracing` directives, e.g. `info`); `None` keeps `PYFILL_LOG` / `RUST_LOG`.
@@ -45,6 +48,7 @@ impl Default for Settings {
             suffix_tokens: budget.suffix_tokens,
             related_tokens: budget.related_tokens,
             prompt_format: "auto".into(),
+            block_prompt: "auto".into(),
             timeout_ms: 10_000,
             log_level: None,
             threads: None,
@@ -91,6 +95,13 @@ impl Settings {
         check("prefixTokens", self.prefix_tokens, 16, 32_768)?;
         check("suffixTokens", self.suffix_tokens, 0, 32_768)?;
         check("relatedTokens", self.related_tokens, 0, 32_768)?;
+        if !crate::prompt::BLOCK_PROMPTS.contains(&self.block_prompt.as_str()) {
+            return Err(format!(
+                "blockPrompt must be one of {}, got '{}'",
+                crate::prompt::BLOCK_PROMPTS.join(", "),
+                self.block_prompt
+            ));
+        }
         if self.prompt_format != "auto"
             && !crate::prompt::NAMES.contains(&self.prompt_format.as_str())
         {
@@ -135,6 +146,7 @@ mod tests {
             json!({"prefixTokens": 1}),
             json!({"modle": "/typo.gguf"}),
             json!({"promptFormat": "gpt5"}),
+            json!({"blockPrompt": "poem"}),
             json!([1, 2]),
         ] {
             assert!(s.merged(&bad).is_err(), "{bad}");

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use pyfill::completion::{self, Ask, FsWorkspace};
-use pyfill::engine::{Engine, GenerationParams};
+use pyfill::engine::{Engine, GenerationParams, Kernels};
 use pyfill::{bench, eval, models};
 
 #[derive(Parser)]
@@ -75,6 +75,13 @@ enum Command {
         /// Most tokens per suggestion.
         #[arg(long, default_value_t = 256)]
         max_tokens: usize,
+        /// How whole function bodies are asked for (the `blockPrompt` setting).
+        #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(pyfill::prompt::BLOCK_PROMPTS))]
+        block_prompt: String,
+        /// Matrix kernels: the fast ones, or candle's quantized matmul (`reference`) to check
+        /// that the fast ones change no outcome.
+        #[arg(long, value_enum, default_value = "fast")]
+        kernels: Kernels,
         /// One JSON line instead of a table.
         #[arg(long)]
         json: bool,
@@ -164,9 +171,13 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             out,
             python,
             max_tokens,
+            block_prompt,
+            kernels,
             json,
         }) => {
             let options = EvalOptions {
+                block_prompt,
+                kernels,
                 data,
                 kind,
                 tasks,
@@ -199,6 +210,8 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
 }
 
 struct EvalOptions {
+    block_prompt: String,
+    kernels: Kernels,
     data: PathBuf,
     kind: eval::Kind,
     tasks: Option<PathBuf>,
@@ -229,7 +242,7 @@ fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
         )),
         None => None,
     };
-    let engine = Engine::start(model)?;
+    let engine = Engine::start_with(model, options.kernels)?;
     let params = GenerationParams {
         max_tokens: options.max_tokens,
         ..GenerationParams::default()
@@ -251,7 +264,8 @@ fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
     for (i, task) in tasks.iter().enumerate() {
         bar.set_message(task.id.clone());
         let start = Instant::now();
-        let ask = Ask::new(task.document.clone(), task.offset, params.clone());
+        let mut ask = Ask::new(task.document.clone(), task.offset, params.clone());
+        ask.block_prompt = options.block_prompt.clone();
         let suggestion = completion::complete(&engine, &ask)?.text;
         let latency_ms = start.elapsed().as_secs_f64() * 1e3;
         let problem = &problems[task.problem];

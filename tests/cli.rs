@@ -149,3 +149,31 @@ fn no_arguments_serves_lsp_until_stdin_closes() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), "", "no protocol output without a client");
 }
+
+#[test]
+fn names_imported_from_the_workspace_bring_their_definitions() {
+    // The field name cannot be guessed: only the signature of `Invoice`, read from the imported
+    // module of the same package, tells the model.
+    let model = common::real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("pyproject.toml"), "").unwrap();
+    std::fs::create_dir(root.join("shop")).unwrap();
+    std::fs::write(root.join("shop/__init__.py"), "").unwrap();
+    std::fs::write(
+        root.join("shop/models.py"),
+        "from dataclasses import dataclass\n\n\n@dataclass\nclass Invoice:\n    \"\"\"An invoice sent to a customer.\"\"\"\n\n    customer_id: int\n    net_amount_in_cents: int\n    vat_rate_percent: int\n",
+    )
+    .unwrap();
+    let report = root.join("shop/report.py");
+    std::fs::write(
+        &report,
+        "from .models import Invoice\n\n\ndef gross_cents(invoice: Invoice) -> int:\n    \"\"\"Amount due including VAT.\"\"\"\n    return invoice.\n",
+    )
+    .unwrap();
+    let location = format!("{}:6:20", report.display());
+    let out = pyfill(&["complete", &location, "--model", model.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let suggestion = stdout(&out);
+    assert!(suggestion.contains("net_amount_in_cents"), "{suggestion:?}");
+}

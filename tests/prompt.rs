@@ -26,6 +26,7 @@ fn context(prefix: &str, suffix: &str) -> Context {
         indent: 0,
         next_line: None,
         previous_line: None,
+        empty_body: false,
     }
 }
 
@@ -99,4 +100,21 @@ fn formats_the_model_lacks_are_refused() {
         // Every name is either usable or refused, never a panic.
         let _ = Family::named(tok, name);
     }
+}
+
+#[test]
+fn empty_bodies_of_chat_models_are_asked_in_chat_form() {
+    let (_d, model) = model();
+    let tok = &model.tokenizer;
+    let mut c = context("def f(x):\n    \"\"\"Twice x.\"\"\"\n    ", "");
+    c.mode = Mode::Block;
+    c.empty_body = true;
+    let ids = prompt::chat_block(tok, &c).unwrap().unwrap();
+    assert_eq!(
+        render(tok, &ids),
+        "<|im_start|>system\nYou are a helpful coding assistant.<|im_end|>\n<|im_start|>user\nComplete the following Python code.\n```python\ndef f(x):\n    \"\"\"Twice x.\"\"\"\n```<|im_end|>\n<|im_start|>assistant\n```python\ndef f(x):\n    \"\"\"Twice x.\"\"\"\n    "
+    );
+    assert!(prompt::chat_tuned(Some("Qwen2.5 Coder 0.5B Instruct")));
+    assert!(!prompt::chat_tuned(Some("Qwen2.5 Coder 0.5B")));
+    assert!(!prompt::chat_tuned(None));
 }

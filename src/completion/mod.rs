@@ -102,6 +102,8 @@ pub struct Ask {
     pub params: GenerationParams,
     /// A family name of [`prompt::NAMES`], or `auto`.
     pub prompt_format: String,
+    /// One of [`prompt::BLOCK_PROMPTS`].
+    pub block_prompt: String,
 }
 
 impl Ask {
@@ -116,6 +118,7 @@ impl Ask {
             budget: Budget::default(),
             params,
             prompt_format: "auto".into(),
+            block_prompt: "auto".into(),
         }
     }
 }
@@ -126,7 +129,12 @@ pub struct Plan {
     pub context: Context,
 }
 
-pub fn plan(tokenizer: &engine::Tokenizer, ask: &Ask) -> engine::Result<Plan> {
+/// `model_name` is the GGUF's `general.name` (it tells chat-tuned models).
+pub fn plan(
+    tokenizer: &engine::Tokenizer,
+    model_name: Option<&str>,
+    ask: &Ask,
+) -> engine::Result<Plan> {
     let parsed;
     let tree = match &ask.tree {
         Some(tree) => tree,
@@ -161,7 +169,20 @@ pub fn plan(tokenizer: &engine::Tokenizer, ask: &Ask) -> engine::Result<Plan> {
         .and_then(|r| r.file_name())
         .and_then(|n| n.to_str())
         .unwrap_or(prompt::DEFAULT_REPOSITORY);
-    let prompt = prompt::build(tokenizer, &family, &context, repository)?;
+    let chat = match ask.block_prompt.as_str() {
+        "chat" => true,
+        "auto" => prompt::chat_tuned(model_name),
+        _ => false,
+    };
+    let chat = if chat && context.empty_body {
+        prompt::chat_block(tokenizer, &context)?
+    } else {
+        None
+    };
+    let prompt = match chat {
+        Some(p) => p,
+        None => prompt::build(tokenizer, &family, &context, repository)?,
+    };
     Ok(Plan {
         request: Request {
             prompt,
@@ -188,7 +209,8 @@ pub async fn suggest(
     cancel: engine::CancelToken,
 ) -> engine::Result<Option<Suggestion>> {
     let tokenizer = engine.tokenizer().clone();
-    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, &ask))
+    let name = engine.info().name.clone();
+    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, name.as_deref(), &ask))
         .await
         .map_err(|e| engine::Error::Panicked(e.to_string()))??;
     if cancel.is_cancelled() {
@@ -215,7 +237,7 @@ pub async fn suggest(
 /// Blocking: one suggestion from `engine` (for the command line and the eval; the language
 /// server drives the same steps asynchronously).
 pub fn complete(engine: &Engine, ask: &Ask) -> engine::Result<Suggestion> {
-    let plan = plan(engine.tokenizer(), ask)?;
+    let plan = plan(engine.tokenizer(), engine.info().name.as_deref(), ask)?;
     let finished = engine.generate(plan.request)?.wait()?;
     Ok(Suggestion {
         text: postprocess::tidy(&finished.text, &plan.context),

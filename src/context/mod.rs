@@ -86,6 +86,9 @@ pub struct Context {
     pub next_line: Option<String>,
     /// The last non-blank line before the cursor's line, if any.
     pub previous_line: Option<String>,
+    /// The cursor is in a function body that has nothing yet but a docstring (a block mode
+    /// that writes a whole body).
+    pub empty_body: bool,
 }
 
 /// The name a file without a path goes by in prompts.
@@ -114,6 +117,7 @@ pub fn build(
     let next_line = text[line_end..].lines().find(|l| !l.trim().is_empty());
     let mode = mode_at(source.tree, text, offset, line_before, line_after);
     let indent = indentation(line_before);
+    let empty_body = mode == Mode::Block && empty_body(source.tree, text, line_start);
 
     let boundaries = statement_boundaries(source.tree, offset);
     let imports = imports_before(source.tree);
@@ -137,6 +141,44 @@ pub fn build(
         indent,
         next_line: next_line.map(str::to_owned),
         previous_line: previous_line.map(str::to_owned),
+        empty_body,
+    }
+}
+
+/// Whether the code before the line at `line_start` ends with a function's header, or with the
+/// docstring that is its body's first statement.
+fn empty_body(tree: &Tree, text: &str, line_start: usize) -> bool {
+    let before = text[..line_start].trim_end();
+    let last_line = &before[line_start_of(text, before.len())..];
+    let header = last_line.trim_start();
+    if before.ends_with(':') && (header.starts_with("def ") || header.starts_with("async def ")) {
+        return true;
+    }
+    if !(before.ends_with("\"\"\"") || before.ends_with("'''")) {
+        return false;
+    }
+    let end = before.len();
+    let Some(mut node) = tree.root_node().descendant_for_byte_range(end - 1, end) else {
+        return false;
+    };
+    while node.kind() != "string" {
+        match node.parent() {
+            Some(p) => node = p,
+            None => return false,
+        }
+    }
+    let statement = node.parent().filter(|p| p.kind() == "expression_statement");
+    let block = statement
+        .and_then(|s| s.parent())
+        .filter(|b| b.kind() == "block");
+    let function = block.and_then(|b| b.parent());
+    match (statement, block, function) {
+        (Some(statement), Some(block), Some(function)) => {
+            function.kind() == "function_definition"
+                && block.named_child(0) == Some(statement)
+                && node.end_byte() == end
+        }
+        _ => false,
     }
 }
 

@@ -75,6 +75,11 @@ pub(super) fn gather(
     let bindings = import_bindings(source.tree, text);
     let defined_here = top_level_names(source.tree, text);
     let open = workspace.open_files();
+    // What each open buffer defines, parsed once.
+    let open_names: Vec<HashSet<String>> = open
+        .iter()
+        .map(|(_, other)| top_level_names(&parse(other), other))
+        .collect();
 
     // (file path, wanted names or None for the whole module), nearest names first.
     let mut wanted: Vec<(String, Option<String>)> = Vec::new();
@@ -106,9 +111,8 @@ pub(super) fn gather(
                 }
             }
         } else if !defined_here.contains(name) {
-            for (file, other) in &open {
-                let tree = parse(other);
-                if top_level_names(&tree, other).contains(name) {
+            for ((file, _), names) in open.iter().zip(&open_names) {
+                if names.contains(name) {
                     push(file.clone(), Some(name.clone()));
                 }
             }
@@ -118,19 +122,25 @@ pub(super) fn gather(
     let mut out: Vec<Related> = Vec::new();
     let mut used = 0;
     let mut seen = HashSet::new();
+    // Each file read and parsed once, however many of its names are wanted.
+    let mut files: std::collections::HashMap<String, Option<(String, Tree)>> =
+        std::collections::HashMap::new();
     for (file, name) in wanted {
-        let Some(other) = open
-            .iter()
-            .find(|(p, _)| *p == file)
-            .map(|(_, t)| t.clone())
-            .or_else(|| workspace.file(&file))
-        else {
+        let loaded = files.entry(file.clone()).or_insert_with(|| {
+            let text = open
+                .iter()
+                .find(|(p, _)| *p == file)
+                .map(|(_, t)| t.clone())
+                .or_else(|| workspace.file(&file))?;
+            let tree = parse(&text);
+            Some((text, tree))
+        });
+        let Some((other, tree)) = loaded.as_ref() else {
             continue;
         };
-        let tree = parse(&other);
         let pieces = match &name {
-            Some(name) => signature_of(&tree, &other, name).into_iter().collect(),
-            None => module_summary(&tree, &other),
+            Some(name) => signature_of(tree, other, name).into_iter().collect(),
+            None => module_summary(tree, other),
         };
         for piece in pieces {
             if !seen.insert((file.clone(), piece.clone())) {

@@ -269,3 +269,25 @@ fn modules_resolve_relative_to_the_importing_file() {
     );
     assert!(module_candidates("main.py", "...far").is_empty());
 }
+
+#[test]
+fn an_empty_function_body_is_recognised() {
+    let yes = [
+        "def f(x):\n    $0",
+        "def f(x):\n    \"\"\"Doc.\n\n    More.\n    \"\"\"\n    $0\n",
+        "class A:\n    async def f(self):\n        $0\n\n    def g(self):\n        pass\n",
+    ];
+    for fixture in yes {
+        assert!(context(fixture).empty_body, "{fixture:?}");
+    }
+    let no = [
+        "def f(x):\n    y = 1\n    $0",
+        "def f(x):\n    $0\n    return 1\n",
+        "x = '''text'''\n$0",
+        "for x in xs:\n    $0",
+        "def f(x):\n    return $0",
+    ];
+    for fixture in no {
+        assert!(!context(fixture).empty_body, "{fixture:?}");
+    }
+}

@@ -12,7 +12,7 @@ use super::error::{Error, Result};
 use super::generate::{self, CancelToken, Finished, Request};
 use super::kv_cache::KvCache;
 use super::tokenizer::Tokenizer;
-use super::{LoadedModel, ModelInfo};
+use super::{Kernels, LoadedModel, ModelInfo};
 
 pub enum Event {
     /// New text, in order; the concatenation is the suggestion so far.
@@ -80,13 +80,18 @@ impl Drop for Generation {
 impl Engine {
     /// Loads the model on a new engine thread and returns once it is ready (or failed).
     pub fn start(path: &Path) -> Result<Self> {
+        Self::start_with(path, Kernels::Fast)
+    }
+
+    /// [`Engine::start`] with a choice of matrix kernels (the eval compares them).
+    pub fn start_with(path: &Path, kernels: Kernels) -> Result<Self> {
         let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let path = path.to_owned();
         let thread = std::thread::Builder::new()
             .name("pyfill-engine".into())
             .spawn(move || {
-                let model = match LoadedModel::load(&path) {
+                let model = match LoadedModel::load_with(&path, kernels) {
                     Ok(m) => m,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

@@ -229,6 +229,7 @@ impl Backend {
                 ..GenerationParams::default()
             },
             prompt_format: settings.prompt_format.clone(),
+            block_prompt: settings.block_prompt.clone(),
         };
         Ok(Some(Request {
             id,

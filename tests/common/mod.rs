@@ -24,6 +24,8 @@ pub const SPECIALS: &[&str] = &[
     "<|fim_middle|>",
     "<|file_sep|>",
     "<|repo_name|>",
+    "<|im_start|>",
+    "<|im_end|>",
 ];
 
 /// A handful of merges, enough to exercise BPE.

@@ -26,7 +26,7 @@ pub enum LogitsFor {
 }
 
 /// Which code multiplies the quantized matrices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Kernels {
     /// The engine's own kernels (`engine::kernels`) for the formats and CPUs they cover, candle
     /// for the rest.
