@@ -254,3 +254,32 @@ fn real_model_completes_after_incremental_edits() {
     assert!(fresh[0].contains('*'), "{fresh:?}");
     assert_eq!(client.shutdown(), Some(0));
 }
+
+#[test]
+fn unsaved_buffers_of_the_workspace_inform_suggestions() {
+    // `shop/models.py` exists only as an open, unsaved buffer: the field name the suggestion
+    // needs can only come from it, through the import in `shop/report.py`.
+    let model = common::real_model();
+    let dir = tempfile::tempdir().unwrap();
+    let root = url::Url::from_directory_path(dir.path()).unwrap();
+    let models = root.join("shop/models.py").unwrap();
+    let report = root.join("shop/report.py").unwrap();
+    let mut client = Client::start(&["--model", model.to_str().unwrap()], &[]);
+    client.initialize_in(Value::Null, &["utf-16"], &[root.as_str()]);
+    client.wait_ready();
+    client.open(
+        models.as_str(),
+        "from dataclasses import dataclass\n\n\n@dataclass\nclass Invoice:\n    \"\"\"An invoice sent to a customer.\"\"\"\n\n    customer_id: int\n    net_amount_in_cents: int\n    vat_rate_percent: int\n",
+    );
+    client.open(
+        report.as_str(),
+        "from .models import Invoice\n\n\ndef gross_cents(invoice: Invoice) -> int:\n    \"\"\"Amount due including VAT.\"\"\"\n    return invoice.\n",
+    );
+    let suggestions = client.inline(report.as_str(), 5, 19);
+    assert_eq!(suggestions.len(), 1, "{suggestions:?}");
+    assert!(
+        suggestions[0].contains("net_amount_in_cents"),
+        "{suggestions:?}"
+    );
+    assert_eq!(client.shutdown(), Some(0));
+}

@@ -147,11 +147,21 @@ impl Client {
 
     /// initialize + initialized; returns the initialize result.
     pub fn initialize(&mut self, options: Value, encodings: &[&str]) -> Value {
+        self.initialize_in(options, encodings, &[])
+    }
+
+    /// `initialize` with workspace folders (file URIs).
+    pub fn initialize_in(&mut self, options: Value, encodings: &[&str], folders: &[&str]) -> Value {
+        let folders: Vec<Value> = folders
+            .iter()
+            .map(|uri| json!({"uri": uri, "name": "workspace"}))
+            .collect();
         let result = self.call(
             "initialize",
             json!({
                 "processId": null,
                 "rootUri": null,
+                "workspaceFolders": folders,
                 "capabilities": {
                     "general": {"positionEncodings": encodings},
                     "window": {"workDoneProgress": true},
