@@ -118,3 +118,49 @@ fn empty_bodies_of_chat_models_are_asked_in_chat_form() {
     assert!(!prompt::chat_tuned(Some("Qwen2.5 Coder 0.5B")));
     assert!(!prompt::chat_tuned(None));
 }
+
+#[test]
+fn other_families_get_their_own_layouts() {
+    let mut opts = TinyOptions::new("qwen2");
+    opts.extra_specials = &[
+        "<fim_prefix>",
+        "<fim_suffix>",
+        "<fim_middle>",
+        "<repo_name>",
+        "<file_sep>",
+        "<｜fim▁begin｜>",
+        "<｜fim▁hole｜>",
+        "<｜fim▁end｜>",
+    ];
+    let (_d, path) = tiny(&opts);
+    let model = LoadedModel::load(&path).unwrap();
+    let tok = &model.tokenizer;
+    let mut c = context("x = ", "\n");
+    c.related = vec![Related {
+        path: "lib.py".into(),
+        text: "def g():\n    ...\n".into(),
+    }];
+    let layout = |name: &str, c: &Context| {
+        let family = Family::named(tok, name).unwrap();
+        assert_eq!(family.name(), name);
+        render(tok, &prompt::build(tok, &family, c, "demo").unwrap())
+    };
+    assert_eq!(
+        layout("starcoder2", &c),
+        "<repo_name>demo<file_sep>lib.py\ndef g():\n    ...\n<file_sep><fim_prefix>pkg/app.py\nx = <fim_suffix>\n<fim_middle>"
+    );
+    assert_eq!(
+        layout("starcoder", &c),
+        "<fim_prefix># lib.py\ndef g():\n    ...\n\n# pkg/app.py\nx = <fim_suffix>\n<fim_middle>"
+    );
+    assert_eq!(
+        layout("deepseek-coder", &c),
+        "<｜fim▁begin｜># lib.py\ndef g():\n    ...\n\n# pkg/app.py\nx = <｜fim▁hole｜>\n<｜fim▁end｜>"
+    );
+    // Without related files, no repository header.
+    c.related.clear();
+    assert_eq!(
+        layout("starcoder2", &c),
+        "<fim_prefix>x = <fim_suffix>\n<fim_middle>"
+    );
+}

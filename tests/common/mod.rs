@@ -50,6 +50,8 @@ pub struct TinyOptions {
     pub skip_tensor: Option<&'static str>,
     /// Context length the metadata declares.
     pub context: u32,
+    /// More control tokens, after [`SPECIALS`] (other model families' markers).
+    pub extra_specials: &'static [&'static str],
 }
 
 impl TinyOptions {
@@ -60,6 +62,7 @@ impl TinyOptions {
             with_tokenizer: true,
             skip_tensor: None,
             context: 512,
+            extra_specials: &[],
         }
     }
 }
@@ -126,7 +129,8 @@ pub fn uniform_noise(seed: u64, n: usize, std: f32) -> Vec<f32> {
 /// Writes a tiny model of `opts.architecture` to `path`.
 pub fn write_tiny(path: &Path, opts: &TinyOptions) {
     let dev = Device::Cpu;
-    let tokens = vocab();
+    let mut tokens = vocab();
+    tokens.extend(opts.extra_specials.iter().map(|s| s.to_string()));
     let n_vocab = tokens.len();
     let arch = opts.architecture;
     // Seeded, so every run tests the same model and a failure reproduces.
@@ -249,7 +253,11 @@ pub fn write_tiny(path: &Path, opts: &TinyOptions) {
         ));
         let types = tokens
             .iter()
-            .map(|t| Value::I32(if SPECIALS.contains(&t.as_str()) { 3 } else { 1 }))
+            .map(|t| {
+                let special =
+                    SPECIALS.contains(&t.as_str()) || opts.extra_specials.contains(&t.as_str());
+                Value::I32(if special { 3 } else { 1 })
+            })
             .collect();
         meta.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
         meta.push((
