@@ -77,17 +77,6 @@ pub fn relative_path(root: &Path, path: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-/// Parses Python text (for callers without a document's tree).
-pub fn parse(text: &str) -> Tree {
-    let mut parser = tree_sitter::Parser::new();
-    parser
-        .set_language(&tree_sitter_python::LANGUAGE.into())
-        .expect("the bundled Python grammar is built for this tree-sitter's ABI");
-    parser
-        .parse(text, None)
-        .expect("a parser with a language and no cancellation callback always returns a tree")
-}
-
 /// Everything a suggestion request needs, owned so it can move to a worker thread.
 pub struct Ask {
     pub text: String,
@@ -139,7 +128,7 @@ pub fn plan(
     let tree = match &ask.tree {
         Some(tree) => tree,
         None => {
-            parsed = parse(&ask.text);
+            parsed = crate::documents::parse(&ask.text);
             &parsed
         }
     };

@@ -105,7 +105,7 @@ pub fn build(
     workspace: &dyn Workspace,
 ) -> Context {
     let text = source.text;
-    let offset = floor_char_boundary(text, source.offset);
+    let offset = text.floor_char_boundary(source.offset);
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let line_before = &text[line_start..offset];
@@ -411,14 +411,6 @@ fn suffix_window(
     end
 }
 
-fn line_start_of(text: &str, offset: usize) -> usize {
+pub(super) fn line_start_of(text: &str, offset: usize) -> usize {
     text[..offset].rfind('\n').map_or(0, |i| i + 1)
-}
-
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }

@@ -6,7 +6,9 @@
 
 use std::collections::HashSet;
 
-use tree_sitter::{Node, Parser, Tree};
+use tree_sitter::{Node, Tree};
+
+use crate::documents::parse;
 
 use super::Source;
 
@@ -167,17 +169,6 @@ pub(super) fn gather(
     // The most relevant file goes last, next to the current one.
     out.reverse();
     out
-}
-
-fn parse(text: &str) -> Tree {
-    let mut parser = Parser::new();
-    let language = tree_sitter_python::LANGUAGE.into();
-    parser
-        .set_language(&language)
-        .expect("the bundled Python grammar is built for this tree-sitter's ABI");
-    parser
-        .parse(text, None)
-        .expect("a parser with a language and no cancellation callback always returns a tree")
 }
 
 /// Identifiers on the lines around the cursor, nearest first, each with the attribute read from
@@ -489,7 +480,7 @@ fn function_signature(node: Node, text: &str) -> String {
 
 /// From the first decorator (with its line's indentation) to the colon before the body.
 fn header(node: Node, definition: Node, text: &str) -> String {
-    let start = line_start(text, node.start_byte());
+    let start = super::line_start_of(text, node.start_byte());
     let end = definition
         .child_by_field_name("body")
         .map_or(definition.end_byte(), |b| b.start_byte());
@@ -507,7 +498,7 @@ fn is_docstring(statement: Node) -> bool {
 
 /// The docstring with its indentation, cut to [`DOC_LINES`] lines (closing quotes restored).
 fn docstring(statement: Node, text: &str) -> String {
-    let start = line_start(text, statement.start_byte());
+    let start = super::line_start_of(text, statement.start_byte());
     let full = text.get(start..statement.end_byte()).unwrap_or("");
     let lines: Vec<&str> = full.lines().collect();
     if lines.len() <= DOC_LINES {
@@ -527,11 +518,7 @@ fn docstring(statement: Node, text: &str) -> String {
 }
 
 fn first_line(node: Node, text: &str) -> Option<String> {
-    let start = line_start(text, node.start_byte());
+    let start = super::line_start_of(text, node.start_byte());
     let full = text.get(start..node.end_byte())?;
     full.lines().next().map(|l| l.trim_end().to_owned())
-}
-
-fn line_start(text: &str, offset: usize) -> usize {
-    text[..offset].rfind('\n').map_or(0, |i| i + 1)
 }

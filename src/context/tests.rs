@@ -8,7 +8,7 @@ fn count(s: &str) -> usize {
 }
 
 fn parse(text: &str) -> Tree {
-    crate::completion::parse(text)
+    crate::documents::parse(text)
 }
 
 fn context_with(fixture: &str, budget: Budget, path: Option<&str>, ws: &dyn Workspace) -> Context {

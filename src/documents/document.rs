@@ -29,7 +29,7 @@ enum Reparse {
 impl Document {
     pub fn new(text: &str, version: i32) -> Document {
         let rope = Rope::from_str(text);
-        let mut parser = python_parser();
+        let mut parser = super::python_parser();
         let tree = parse(&mut parser, &rope, None);
         Document {
             rope,
@@ -176,14 +176,6 @@ fn resolve(rope: &Rope, range: Range, encoding: Encoding) -> Result<(Located, Lo
     let start = line_index::locate(rope, start, encoding)?;
     let end = line_index::locate(rope, end, encoding)?;
     Ok((start, end))
-}
-
-fn python_parser() -> Parser {
-    let mut parser = Parser::new();
-    parser
-        .set_language(&tree_sitter_python::LANGUAGE.into())
-        .expect("the bundled Python grammar is built for this tree-sitter's ABI");
-    parser
 }
 
 /// Parses the rope's chunks in place, without copying the text out.

@@ -68,6 +68,23 @@ pub enum EditError {
     },
 }
 
+/// A parser for the bundled Python grammar.
+pub fn python_parser() -> tree_sitter::Parser {
+    let mut parser = tree_sitter::Parser::new();
+    parser
+        .set_language(&tree_sitter_python::LANGUAGE.into())
+        .expect("the bundled Python grammar is built for this tree-sitter's ABI");
+    parser
+}
+
+/// Parses text that is not an open document (another file of the workspace, a suggestion in
+/// its surroundings, a file given on the command line).
+pub fn parse(text: &str) -> tree_sitter::Tree {
+    python_parser()
+        .parse(text, None)
+        .expect("a parser with a language and no cancellation callback always returns a tree")
+}
+
 /// All open documents by URI string.
 #[derive(Default)]
 pub struct Documents {

@@ -181,7 +181,7 @@ pub fn run(
             if let Some(stop) = request.stop.as_mut()
                 && let Some(keep) = stop(&finished.text)
             {
-                let keep = floor_char_boundary(&finished.text, keep.max(before));
+                let keep = finished.text.floor_char_boundary(keep.max(before));
                 finished.text.truncate(keep);
                 if keep > before {
                     emit(&finished.text[before..]);
@@ -211,12 +211,4 @@ pub fn run(
     }
     finished.decode_time = decode_start.elapsed();
     Ok(finished)
-}
-
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }

@@ -13,7 +13,7 @@
 #[cfg(test)]
 mod tests;
 
-use tree_sitter::{Parser, Tree};
+use tree_sitter::Tree;
 
 use crate::context::{Context, Mode, indentation};
 
@@ -309,7 +309,7 @@ fn reindent(line: &str, unit: &str) -> String {
 /// The suggestion, or its longest prefix of whole lines, that adds no parse errors to the
 /// context windows; empty if none does.
 fn syntax_cut(text: &str, context: &Context) -> String {
-    let mut parser = python_parser();
+    let mut parser = crate::documents::python_parser();
     let mut errors = |middle: &str| -> usize {
         let document = format!("{}{middle}{}", context.prefix, context.suffix);
         parser
@@ -329,14 +329,6 @@ fn syntax_cut(text: &str, context: &Context) -> String {
         }
     }
     String::new()
-}
-
-fn python_parser() -> Parser {
-    let mut parser = Parser::new();
-    parser
-        .set_language(&tree_sitter_python::LANGUAGE.into())
-        .expect("the bundled Python grammar is built for this tree-sitter's ABI");
-    parser
 }
 
 /// ERROR and MISSING nodes in the tree.

@@ -7,7 +7,7 @@ use crate::context::{self, Budget, Source};
 fn context(fixture: &str) -> Context {
     let offset = fixture.find("$0").expect("fixture has a $0 cursor");
     let text = fixture.replacen("$0", "", 1);
-    let tree = crate::completion::parse(&text);
+    let tree = crate::documents::parse(&text);
     let source = Source {
         text: &text,
         tree: &tree,
