@@ -110,12 +110,15 @@ pub fn build(
     let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let line_before = &text[line_start..offset];
     let line_after = text[offset..line_end].trim_end_matches('\r');
-    let previous_line = text[..line_start]
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty());
+    // The last non-blank line above, with where it starts.
+    let above = text[..line_start].trim_end();
+    let previous = (!above.is_empty()).then(|| {
+        let start = above.rfind('\n').map_or(0, |i| i + 1);
+        (start, &above[start..])
+    });
+    let previous_line = previous.map(|(_, line)| line);
     let next_line = text[line_end..].lines().find(|l| !l.trim().is_empty());
-    let mode = mode_at(source.tree, text, offset, line_before, line_after);
+    let mode = mode_at(source.tree, line_before, line_after, previous, next_line);
     let indent = indentation(line_before);
     let empty_body = mode == Mode::Block && empty_body(source.tree, text, line_start);
 
@@ -189,24 +192,21 @@ pub fn indentation(line: &str) -> usize {
 
 /// Line for text around the cursor; on a blank line, a statement if the block goes on below
 /// and the line above does not open an empty body, else a block.
-fn mode_at(tree: &Tree, text: &str, offset: usize, line_before: &str, line_after: &str) -> Mode {
+fn mode_at(
+    tree: &Tree,
+    line_before: &str,
+    line_after: &str,
+    previous: Option<(usize, &str)>,
+    next_line: Option<&str>,
+) -> Mode {
     if !line_before.trim().is_empty() || !line_after.trim().is_empty() {
         return Mode::Line;
     }
-    let line_start = offset - line_before.len();
-    let cursor_indent = indentation(line_before);
-    let previous = text[..line_start]
-        .trim_end()
-        .rfind('\n')
-        .map_or(0, |i| i + 1);
-    let previous_line = text[previous..line_start].trim_end();
-    let next_line = text[offset..]
-        .lines()
-        .skip(1)
-        .find(|l| !l.trim().is_empty());
     let next_indent = next_line.map(indentation);
-    if !previous_line.trim().is_empty() && opens_block(tree, previous, previous_line) {
-        let body_below = next_indent.is_some_and(|n| n > indentation(previous_line));
+    if let Some((start, line)) = previous
+        && opens_block(tree, start, line)
+    {
+        let body_below = next_indent.is_some_and(|n| n > indentation(line));
         return if body_below {
             Mode::Statement
         } else {
@@ -214,7 +214,7 @@ fn mode_at(tree: &Tree, text: &str, offset: usize, line_before: &str, line_after
         };
     }
     match next_indent {
-        Some(n) if n >= cursor_indent => Mode::Statement,
+        Some(n) if n >= indentation(line_before) => Mode::Statement,
         _ => Mode::Block,
     }
 }

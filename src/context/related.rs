@@ -77,11 +77,8 @@ pub(super) fn gather(
     let bindings = import_bindings(source.tree, text);
     let defined_here = top_level_names(source.tree, text);
     let open = workspace.open_files();
-    // What each open buffer defines, parsed once.
-    let open_names: Vec<HashSet<String>> = open
-        .iter()
-        .map(|(_, other)| top_level_names(&parse(other), other))
-        .collect();
+    // What each open buffer defines: parsed once, and only if a name needs it.
+    let mut open_names: Option<Vec<HashSet<String>>> = None;
 
     // (file path, wanted names or None for the whole module), nearest names first.
     let mut wanted: Vec<(String, Option<String>)> = Vec::new();
@@ -113,7 +110,12 @@ pub(super) fn gather(
                 }
             }
         } else if !defined_here.contains(name) {
-            for ((file, _), names) in open.iter().zip(&open_names) {
+            let open_names = open_names.get_or_insert_with(|| {
+                open.iter()
+                    .map(|(_, other)| top_level_names(&parse(other), other))
+                    .collect()
+            });
+            for ((file, _), names) in open.iter().zip(open_names.iter()) {
                 if names.contains(name) {
                     push(file.clone(), Some(name.clone()));
                 }
