@@ -19,3 +19,4 @@ pub mod lsp;
 pub mod models;
 pub mod postprocess;
 pub mod prompt;
+pub mod replay;

@@ -51,6 +51,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keystroke latency: retype lines of Python files through the language server (a fresh
+    /// server per line) and time the suggestions (see `benches/typing.sh`).
+    Replay {
+        /// The workspace folder.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// Files under the root to retype lines of.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Lines per file.
+        #[arg(long, default_value_t = 3)]
+        lines: usize,
+        /// Milliseconds between keystrokes.
+        #[arg(long, default_value_t = 80)]
+        interval_ms: u64,
+        /// Server settings (`initializationOptions`), as JSON.
+        #[arg(long, default_value = "{}")]
+        settings: String,
+        /// Every timed request, one JSON object per line, to this file.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// One JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// HumanEval infilling, editor style: suggestions go through the editor's path and the
     /// problems' tests decide (see `benches/humaneval.sh`, which fetches the data).
     Eval {
@@ -144,6 +169,63 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
                 writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
             } else {
                 write!(stdout, "{}", summary.table())?;
+            }
+            Ok(())
+        }
+        Some(Command::Replay {
+            root,
+            files,
+            lines,
+            interval_ms,
+            settings,
+            out,
+            json,
+        }) => {
+            let mut server_args = Vec::new();
+            if let Some(model) = &cli.model {
+                server_args.extend(["--model".to_owned(), model.display().to_string()]);
+            }
+            if let Some(threads) = cli.threads {
+                server_args.extend(["--threads".to_owned(), threads.to_string()]);
+            }
+            let options = pyfill::replay::Options {
+                root,
+                files,
+                lines,
+                interval: std::time::Duration::from_millis(interval_ms),
+                server: std::env::current_exe()?,
+                server_args,
+                settings: serde_json::from_str(&settings).context("--settings is not JSON")?,
+            };
+            let mut log = match &out {
+                Some(path) => Some(std::fs::File::create(path)?),
+                None => None,
+            };
+            let report = pyfill::replay::run(&options, &mut |sample| {
+                eprintln!(
+                    "{}:{} typed {:>2} {:>6.0} ms {:?} {:?}",
+                    sample.file,
+                    sample.line,
+                    sample.typed,
+                    sample.ms,
+                    sample.verdict,
+                    sample.suggestion
+                );
+                if let Some(file) = log.as_mut()
+                    && let Ok(line) = serde_json::to_string(sample)
+                {
+                    let _ = writeln!(file, "{line}");
+                }
+            })?;
+            let mut stdout = std::io::stdout();
+            if json {
+                let mut summary = serde_json::to_value(&report)?;
+                if let Some(o) = summary.as_object_mut() {
+                    o.remove("samples");
+                }
+                writeln!(stdout, "{summary}")?;
+            } else {
+                write!(stdout, "{}", report.table())?;
             }
             Ok(())
         }
