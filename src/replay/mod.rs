@@ -253,12 +253,13 @@ mod tests {
                     text: "def function_name(argument):".into()
                 },
                 Target {
-                    line: 5,
-                    indent: "    ".into(),
-                    text: "return argument + 1  # done".into()
+                    line: 7,
+                    indent: String::new(),
+                    text: "value = function_name(41)".into()
                 },
             ]
         );
+        assert_eq!(targets(text, 3)[1].text, "return argument + 1  # done");
         assert_eq!(targets(text, 0), vec![]);
         assert_eq!(targets(text, 9).len(), 3);
     }
