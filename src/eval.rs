@@ -129,6 +129,27 @@ pub fn line_tasks(problems: &[Problem]) -> Vec<Task> {
     tasks
 }
 
+/// Line tasks with the first `chars` characters of the line already typed before the cursor
+/// (at most all but one): what a suggestion looks like in the middle of typing a line.
+pub fn typed(tasks: Vec<Task>, chars: usize) -> Vec<Task> {
+    tasks
+        .into_iter()
+        .map(|mut task| {
+            let keep = chars.min(task.expected.chars().count().saturating_sub(1));
+            let split = task
+                .expected
+                .char_indices()
+                .nth(keep)
+                .map_or(task.expected.len(), |(i, _)| i);
+            let typed = task.expected[..split].to_owned();
+            task.document.insert_str(task.offset, &typed);
+            task.offset += typed.len();
+            task.expected.drain(..split);
+            task
+        })
+        .collect()
+}
+
 /// One block task per problem.
 pub fn block_tasks(problems: &[Problem]) -> Vec<Task> {
     problems
@@ -344,6 +365,22 @@ mod tests {
         assert!(restored.ends_with("check(f)\n"));
         assert!(exact_match(t, " total += x  "));
         assert!(!exact_match(t, "total += 1"));
+    }
+
+    #[test]
+    fn typed_tasks_move_the_start_of_the_line_before_the_cursor() {
+        let tasks = line_tasks(&[problem()]);
+        let typed = typed(tasks.clone(), 3);
+        for (task, typed) in tasks.iter().zip(&typed) {
+            let kept = task.expected.len().min(3).min(task.expected.len() - 1);
+            assert_eq!(typed.offset, task.offset + kept);
+            assert_eq!(typed.expected, task.expected[kept..]);
+            assert_eq!(
+                format!("{}{}", &typed.document[..typed.offset], typed.expected),
+                format!("{}{}", &task.document[..task.offset], task.expected)
+            );
+            assert_eq!(typed.document[typed.offset..], task.document[task.offset..]);
+        }
     }
 
     #[test]

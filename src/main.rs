@@ -269,6 +269,16 @@ struct EvalOptions {
     /// How whole function bodies are asked for (the `blockPrompt` setting).
     #[arg(long, default_value = "auto", value_parser = clap::builder::PossibleValuesParser::new(pyfill::prompt::BLOCK_PROMPTS))]
     block_prompt: String,
+    /// Where the cursor line's typed text goes in fill-in-the-middle prompts.
+    #[arg(long, value_enum, default_value = "typing")]
+    layout: pyfill::prompt::Layout,
+    /// Line tasks: this many characters of the line already typed before the cursor.
+    #[arg(long, default_value_t = 0)]
+    typed: usize,
+    /// Answer every task from the small window the editor's first request on a file uses
+    /// (the quality of cold answers).
+    #[arg(long)]
+    cold_window: bool,
     /// Matrix kernels: the fast ones, or candle's quantized matmul (`reference`) to check
     /// that the fast ones change no outcome.
     #[arg(long, value_enum, default_value = "fast")]
@@ -280,7 +290,7 @@ struct EvalOptions {
 fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
     let problems = eval::load_problems(&options.data)?;
     let mut tasks = match options.kind {
-        eval::Kind::Line => eval::line_tasks(&problems),
+        eval::Kind::Line => eval::typed(eval::line_tasks(&problems), options.typed),
         eval::Kind::Block => eval::block_tasks(&problems),
     };
     if let Some(list) = &options.tasks {
@@ -320,6 +330,8 @@ fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
         let start = Instant::now();
         let mut ask = Ask::new(task.document.clone(), task.offset, params.clone());
         ask.block_prompt = options.block_prompt.clone();
+        ask.layout = options.layout;
+        ask.cold_window = options.cold_window;
         let suggestion = completion::complete(&engine, &ask)?.text;
         let latency_ms = start.elapsed().as_secs_f64() * 1e3;
         let problem = &problems[task.problem];

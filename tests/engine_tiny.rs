@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use common::{TinyOptions, tiny, token_id};
 use pyfill::engine::{
-    Engine, Event, FinishReason, GenerationParams, LoadedModel, LogitsFor, Request,
+    Engine, Event, FOREGROUND_LIMIT, FinishReason, GenerationParams, LoadedModel, LogitsFor,
+    Request,
 };
 
 const ARCHS: [&str; 3] = ["qwen2", "llama", "phi2"];
@@ -172,11 +173,13 @@ fn always(arch: &'static str, token: &str) -> (tempfile::TempDir, std::path::Pat
 fn request(engine: &Engine, text: &str, max_tokens: usize) -> Request {
     Request {
         prompt: engine.tokenizer().encode(text, false).unwrap(),
+        fallback: None,
         params: GenerationParams {
             max_tokens,
             ..GenerationParams::default()
         },
         stop: None,
+        heal: false,
     }
 }
 
@@ -373,4 +376,86 @@ fn broken_files_give_clear_errors() {
 
     // An engine that fails to load reports the same error instead of hanging.
     assert!(Engine::start(&garbage).is_err());
+}
+
+#[test]
+fn two_documents_keep_their_own_caches() {
+    let (_dir, path) = always("qwen2", "a");
+    let engine = Engine::start(&path).unwrap();
+    let run = |text: &str| {
+        engine
+            .generate(request(&engine, text, 2))
+            .unwrap()
+            .wait()
+            .unwrap()
+    };
+    let a = "def first_document(x):\n    return x + 1\n";
+    let b = "class SecondDocument:\n    value = 2\n";
+    assert_eq!(run(a).reused_tokens, 0);
+    assert_eq!(run(b).reused_tokens, 0);
+    let again = run(a);
+    assert_eq!(again.reused_tokens, again.prompt_tokens - 1);
+}
+
+#[test]
+fn long_prompts_answer_from_their_fallback_while_the_engine_computes_them() {
+    let (_dir, path) = tiny(&TinyOptions {
+        always: Some(token_id("a")),
+        context: 4096,
+        ..TinyOptions::new("qwen2")
+    });
+    let engine = Engine::start(&path).unwrap();
+    let long = "value = compute(value, 1)\n".repeat(40);
+    let ask = || {
+        let mut r = request(&engine, &long, 2);
+        r.fallback = Some(engine.tokenizer().encode("x = ", false).unwrap());
+        engine.generate(r).unwrap().wait().unwrap()
+    };
+    let first = ask();
+    let long_tokens = engine.tokenizer().encode(&long, false).unwrap().len();
+    assert!(long_tokens > FOREGROUND_LIMIT + 64, "{long_tokens} tokens");
+    assert!(first.fallback);
+    let fallback_tokens = engine.tokenizer().encode("x = ", false).unwrap().len();
+    assert_eq!(first.prompt_tokens, fallback_tokens);
+    assert_eq!(first.text, "aa");
+    // Meanwhile the long prompt is computed in the background, in another cache.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let warmed = loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let next = ask();
+        if !next.fallback || std::time::Instant::now() > deadline {
+            break next;
+        }
+    };
+    assert!(!warmed.fallback, "the long prompt was never computed");
+    assert_eq!(warmed.prompt_tokens, long_tokens);
+    assert!(warmed.prompt_tokens - warmed.reused_tokens <= FOREGROUND_LIMIT);
+    // Short prompts never take the fallback.
+    let mut short = request(&engine, "y = ", 1);
+    short.fallback = Some(vec![1]);
+    assert!(!engine.generate(short).unwrap().wait().unwrap().fallback);
+}
+
+#[test]
+fn healing_rewrites_the_half_typed_word_and_emits_only_what_follows() {
+    let (_dir, path) = always("qwen2", "Ġthe");
+    let engine = Engine::start(&path).unwrap();
+    let tok = engine.tokenizer();
+    // The last word's tokens, up to the one that starts it; never a line break or a special.
+    let ids = tok.encode("x = re", false).unwrap();
+    assert_eq!(tok.decode(&ids[ids.len() - tok.healing_len(&ids)..]), " re");
+    let ids = tok.encode("x\n", false).unwrap();
+    assert_eq!(tok.healing_len(&ids), 0);
+    let ids = tok.encode("x<|fim_middle|>", true).unwrap();
+    assert_eq!(tok.healing_len(&ids), 0);
+
+    let run = |heal: bool| {
+        let mut r = request(&engine, "x = t", 2);
+        r.heal = heal;
+        engine.generate(r).unwrap().wait().unwrap()
+    };
+    // " t" is taken back; the model's " the" spells it out, and only "he" is new.
+    let healed = run(true);
+    assert_eq!(healed.text, "he the");
+    assert_eq!(run(false).text, " the the");
 }

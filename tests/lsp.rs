@@ -76,6 +76,31 @@ fn inline_and_plain_completion_on_a_tiny_model() {
 }
 
 #[test]
+fn typing_along_a_suggestion_is_answered_from_it() {
+    let (_dir, mut client) = server_on_letter_a(json!({"maxTokens": 5}));
+    client.open(URI, "x = ab\n");
+    assert_eq!(client.inline(URI, 0, 6), vec!["aaaaa".to_owned()]);
+    // The user types the suggestion's first letter: the rest of it comes back (the model
+    // would have written five letters again).
+    let at = json!({"line": 0, "character": 6});
+    client.change(
+        URI,
+        2,
+        json!([{"range": {"start": at, "end": at}, "text": "a"}]),
+    );
+    assert_eq!(client.inline(URI, 0, 7), vec!["aaaa".to_owned()]);
+    // Something else typed: the model again.
+    let at = json!({"line": 0, "character": 7});
+    client.change(
+        URI,
+        3,
+        json!([{"range": {"start": at, "end": at}, "text": "b"}]),
+    );
+    assert_eq!(client.inline(URI, 0, 8), vec!["aaaaa".to_owned()]);
+    assert_eq!(client.shutdown(), Some(0));
+}
+
+#[test]
 fn a_newer_request_supersedes_and_cancel_request_stops_work() {
     let (_dir, mut client) = server_on_letter_a(json!({"maxTokens": 65536, "timeoutMs": 0}));
     client.open(URI, "x = \n");

@@ -7,7 +7,7 @@ mod common;
 use common::{TinyOptions, tiny, token_id};
 use pyfill::context::{Context, Mode, Related};
 use pyfill::engine::{LoadedModel, Tokenizer};
-use pyfill::prompt::{self, Family};
+use pyfill::prompt::{self, Family, Layout};
 
 fn model() -> (tempfile::TempDir, LoadedModel) {
     let (dir, path) = tiny(&TinyOptions::new("qwen2"));
@@ -21,7 +21,7 @@ fn context(prefix: &str, suffix: &str) -> Context {
         suffix: suffix.into(),
         path: "pkg/app.py".into(),
         related: Vec::new(),
-        line_before: String::new(),
+        line_before: prefix.rsplit('\n').next().unwrap_or_default().into(),
         line_after: String::new(),
         indent: 0,
         next_line: None,
@@ -41,13 +41,26 @@ fn a_lone_file_gets_file_level_fim() {
     let tok = &model.tokenizer;
     let family = Family::detect(tok);
     assert_eq!(family.name(), "qwen2.5-coder");
-    let ids = prompt::build(tok, &family, &context("x = ", "\nprint(x)\n"), "demo").unwrap();
+    let c = context("y = 1\nx = ", "\nprint(x)\n");
+    let ids = prompt::build(tok, &family, &c, "demo", Layout::Classic).unwrap();
     assert_eq!(ids[0], token_id("<|fim_prefix|>"));
     assert_eq!(*ids.last().unwrap(), token_id("<|fim_middle|>"));
     assert_eq!(
         render(tok, &ids),
-        "<|fim_prefix|>x = <|fim_suffix|>\nprint(x)\n<|fim_middle|>"
+        "<|fim_prefix|>y = 1\nx = <|fim_suffix|>\nprint(x)\n<|fim_middle|>"
     );
+    // The typing layout: the line so far after the middle marker, so a keystroke only
+    // appends to the previous prompt.
+    let ids = prompt::build(tok, &family, &c, "demo", Layout::Typing).unwrap();
+    assert_eq!(
+        render(tok, &ids),
+        "<|fim_prefix|>y = 1\n<|fim_suffix|>\nprint(x)\n<|fim_middle|>x = "
+    );
+    let mut typed = c.clone();
+    typed.prefix.push_str("y +");
+    typed.line_before.push_str("y +");
+    let longer = prompt::build(tok, &family, &typed, "demo", Layout::Typing).unwrap();
+    assert!(longer.starts_with(&ids[..ids.len() - 1]));
 }
 
 /// With other files to show, Qwen2.5-Coder's repository-level layout.
@@ -61,14 +74,14 @@ fn related_files_come_first_each_under_its_path() {
         path: "pkg/models.py".into(),
         text: "class User:\n    name: str\n".into(),
     }];
-    let ids = prompt::build(tok, &family, &c, "demo").unwrap();
+    let ids = prompt::build(tok, &family, &c, "demo", Layout::Typing).unwrap();
     assert_eq!(
         render(tok, &ids),
-        "<|repo_name|>demo\n<|file_sep|>pkg/models.py\nclass User:\n    name: str\n<|file_sep|>pkg/app.py\n<|fim_prefix|>u = User(<|fim_suffix|>)\n<|fim_middle|>"
+        "<|repo_name|>demo\n<|file_sep|>pkg/models.py\nclass User:\n    name: str\n<|file_sep|>pkg/app.py\n<|fim_prefix|><|fim_suffix|>)\n<|fim_middle|>u = User("
     );
     // Forced to a family without repository tokens, related files become comments.
     let plain = Family::named(tok, "prefix-only").unwrap();
-    let ids = prompt::build(tok, &plain, &c, "demo").unwrap();
+    let ids = prompt::build(tok, &plain, &c, "demo", Layout::Typing).unwrap();
     assert_eq!(
         render(tok, &ids),
         "# pkg/models.py\nclass User:\n    name: str\n\n# pkg/app.py\nu = User("
@@ -80,7 +93,14 @@ fn marker_text_in_the_file_stays_literal() {
     let (_d, model) = model();
     let tok = &model.tokenizer;
     let family = Family::detect(tok);
-    let ids = prompt::build(tok, &family, &context("s = '<|fim_middle|>'\n", ""), "demo").unwrap();
+    let ids = prompt::build(
+        tok,
+        &family,
+        &context("s = '<|fim_middle|>'\n", ""),
+        "demo",
+        Layout::Typing,
+    )
+    .unwrap();
     let m = token_id("<|fim_middle|>");
     assert_eq!(
         ids.iter().filter(|&&t| t == m).count(),
@@ -143,24 +163,27 @@ fn other_families_get_their_own_layouts() {
     let layout = |name: &str, c: &Context| {
         let family = Family::named(tok, name).unwrap();
         assert_eq!(family.name(), name);
-        render(tok, &prompt::build(tok, &family, c, "demo").unwrap())
+        render(
+            tok,
+            &prompt::build(tok, &family, c, "demo", Layout::Typing).unwrap(),
+        )
     };
     assert_eq!(
         layout("starcoder2", &c),
-        "<repo_name>demo<file_sep>lib.py\ndef g():\n    ...\n<file_sep><fim_prefix>pkg/app.py\nx = <fim_suffix>\n<fim_middle>"
+        "<repo_name>demo<file_sep>lib.py\ndef g():\n    ...\n<file_sep><fim_prefix>pkg/app.py\n<fim_suffix>\n<fim_middle>x = "
     );
     assert_eq!(
         layout("starcoder", &c),
-        "<fim_prefix># lib.py\ndef g():\n    ...\n\n# pkg/app.py\nx = <fim_suffix>\n<fim_middle>"
+        "<fim_prefix># lib.py\ndef g():\n    ...\n\n# pkg/app.py\n<fim_suffix>\n<fim_middle>x = "
     );
     assert_eq!(
         layout("deepseek-coder", &c),
-        "<｜fim▁begin｜># lib.py\ndef g():\n    ...\n\n# pkg/app.py\nx = <｜fim▁hole｜>\n<｜fim▁end｜>"
+        "<｜fim▁begin｜># lib.py\ndef g():\n    ...\n\n# pkg/app.py\n<｜fim▁hole｜>\n<｜fim▁end｜>x = "
     );
     // Without related files, no repository header.
     c.related.clear();
     assert_eq!(
         layout("starcoder2", &c),
-        "<fim_prefix>x = <fim_suffix>\n<fim_middle>"
+        "<fim_prefix><fim_suffix>\n<fim_middle>x = "
     );
 }

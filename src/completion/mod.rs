@@ -3,6 +3,8 @@
 //! tidy-up (`postprocess`). Also the one place that reads other workspace files from disk for
 //! the context ([`FsWorkspace`]).
 
+mod recent;
+
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,6 +14,8 @@ use crate::context::{self, Budget, Context, Mode, Source, Workspace};
 use crate::engine::{self, Engine, GenerationParams, Request};
 use crate::postprocess;
 use crate::prompt::{self, Family};
+
+pub use recent::{Place, Recent};
 
 /// Files larger than this are not read for related code.
 const MAX_RELATED_FILE_BYTES: u64 = 512 * 1024;
@@ -77,6 +81,14 @@ pub fn relative_path(root: &Path, path: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
+/// The window of the fallback prompt that answers while the engine computes the whole one:
+/// about a second of prefill on two cores, no related files.
+pub const COLD_BUDGET: Budget = Budget {
+    prefix_tokens: 192,
+    suffix_tokens: 64,
+    related_tokens: 0,
+};
+
 /// Everything a suggestion request needs, owned so it can move to a worker thread.
 pub struct Ask {
     pub text: String,
@@ -93,6 +105,10 @@ pub struct Ask {
     pub prompt_format: String,
     /// One of [`prompt::BLOCK_PROMPTS`].
     pub block_prompt: String,
+    pub layout: prompt::Layout,
+    /// Give the engine a small-window fallback prompt ([`COLD_BUDGET`]) to answer with while it
+    /// has little of the whole prompt cached (the editor's case; one-shot uses want the whole).
+    pub cold_window: bool,
 }
 
 impl Ask {
@@ -108,6 +124,8 @@ impl Ask {
             params,
             prompt_format: "auto".into(),
             block_prompt: "auto".into(),
+            layout: prompt::Layout::default(),
+            cold_window: false,
         }
     }
 }
@@ -163,20 +181,36 @@ pub fn plan(
         "auto" => prompt::chat_tuned(model_name),
         _ => false,
     };
-    let chat = if chat && context.empty_body {
-        prompt::chat_block(tokenizer, &context)?
+    let prompt_for = |context: &Context| -> engine::Result<Vec<u32>> {
+        let chat = if chat && context.empty_body {
+            prompt::chat_block(tokenizer, context)?
+        } else {
+            None
+        };
+        match chat {
+            Some(p) => Ok(p),
+            None => prompt::build(tokenizer, &family, context, repository, ask.layout),
+        }
+    };
+    let prompt = prompt_for(&context)?;
+    // When the engine has little of this prompt cached (a freshly opened file), a small
+    // window answers first while the whole one is computed in the background.
+    let fallback = if ask.cold_window && prompt.len() > engine::FOREGROUND_LIMIT {
+        let small = context::build(&source, &COLD_BUDGET, &count, &ask.workspace);
+        Some(prompt_for(&small)?).filter(|p| p.len() < prompt.len())
     } else {
         None
-    };
-    let prompt = match chat {
-        Some(p) => p,
-        None => prompt::build(tokenizer, &family, &context, repository)?,
     };
     Ok(Plan {
         request: Request {
             prompt,
+            fallback,
             params: ask.params.clone(),
             stop: Some(postprocess::stop_rule(&context)),
+            // The typing layout ends the prompt with the line so far (chat prompts, for empty
+            // bodies, only ever end in indentation).
+            heal: ask.layout == prompt::Layout::Typing
+                && !context.line_before.trim_start().is_empty(),
         },
         context,
     })

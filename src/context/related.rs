@@ -184,6 +184,8 @@ fn names_near(tree: &Tree, text: &str, offset: usize) -> Vec<(String, Option<Str
         .match_indices('\n')
         .nth(LINES_AFTER)
         .map_or(text.len(), |(i, _)| offset + i);
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
     let mut found: Vec<(usize, String, Option<String>)> = Vec::new();
     let mut stack = vec![tree.root_node()];
     while let Some(node) = stack.pop() {
@@ -211,7 +213,13 @@ fn names_near(tree: &Tree, text: &str, offset: usize) -> Vec<(String, Option<Str
                 .and_then(|p| p.child_by_field_name("attribute"))
                 .and_then(|a| text.get(a.byte_range()))
                 .map(str::to_owned);
-            let distance = node.start_byte().abs_diff(offset);
+            // Measured from the cursor's line, not the cursor, so typing along the line
+            // keeps the order (and the prompt's related files) the same.
+            let distance = if node.start_byte() < line_start {
+                line_start - node.start_byte()
+            } else {
+                node.start_byte().saturating_sub(line_end)
+            };
             found.push((distance, name.to_owned(), attribute));
             continue;
         }

@@ -40,6 +40,10 @@ pub enum Error {
     ContextOverflow { tokens: usize, context: usize },
     #[error("empty prompt")]
     EmptyPrompt,
+    /// A forward pass stopped between layers because its caller asked (cancelled, or more
+    /// urgent work arrived); the cache is as it was before the pass.
+    #[error("computation interrupted")]
+    Interrupted,
     #[error("model computation failed: {}", message(.0))]
     Compute(#[from] candle_core::Error),
     #[error("the engine thread has stopped")]

@@ -58,8 +58,17 @@ pub type StopPredicate = Box<dyn FnMut(&str) -> Option<usize> + Send>;
 
 pub struct Request {
     pub prompt: Vec<u32>,
+    /// A shorter prompt for the same question (a smaller window around the cursor), answered
+    /// instead when `prompt` would need more than [`FOREGROUND_LIMIT`] tokens computed; the
+    /// engine then computes `prompt` in the background, for the requests that follow.
+    pub fallback: Option<Vec<u32>>,
     pub params: GenerationParams,
     pub stop: Option<StopPredicate>,
+    /// Let the model rewrite the prompt's last, half-typed word (see
+    /// [`Tokenizer::healing_len`](super::Tokenizer::healing_len)): those tokens are taken off
+    /// and the first tokens generated are held to start with their text, which is not emitted
+    /// again. For prompts that end in the user's text.
+    pub heal: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +93,13 @@ pub struct Finished {
     pub reused_tokens: usize,
     pub prefill_time: Duration,
     pub decode_time: Duration,
+    /// The request's fallback prompt answered (its prompt is being computed in the background).
+    pub fallback: bool,
 }
+
+/// Uncached prompt tokens a request may compute before its answer (about a second at prefill
+/// rates on two cores); beyond this its fallback prompt answers.
+pub const FOREGROUND_LIMIT: usize = 256;
 
 /// Prompt tokens computed per forward pass: bounds the attention scratch memory and how long a
 /// cancelled request can keep the engine busy.
@@ -104,6 +119,20 @@ pub fn run(
         return Err(Error::EmptyPrompt);
     }
     let params = &request.params;
+    // The healed text: generated tokens must spell it out first; it is not emitted.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut healing_tokens = 0;
+    let healed;
+    let prompt = if request.heal {
+        let n = model.tokenizer.healing_len(prompt).min(prompt.len() - 1);
+        healed = &prompt[..prompt.len() - n];
+        for &id in &prompt[prompt.len() - n..] {
+            pending.extend_from_slice(model.tokenizer.token_bytes(id));
+        }
+        healed
+    } else {
+        prompt
+    };
     // At least the last prompt token must run to produce the first logits.
     let reused = cache.common_prefix_len(prompt).min(prompt.len() - 1);
     cache.truncate(reused);
@@ -115,6 +144,7 @@ pub fn run(
         reused_tokens: reused,
         prefill_time: Duration::ZERO,
         decode_time: Duration::ZERO,
+        fallback: false,
     };
     let out_of_time = || params.max_time.is_some_and(|t| start.elapsed() >= t);
 
@@ -135,7 +165,17 @@ pub fn run(
         } else {
             LogitsFor::None
         };
-        logits = model.model.forward(chunk, cache, want)?;
+        match model
+            .model
+            .forward_until(chunk, cache, want, &|| cancel.is_cancelled())
+        {
+            Ok(out) => logits = out,
+            Err(Error::Interrupted) => {
+                finished.prefill_time = start.elapsed();
+                return Ok(finished);
+            }
+            Err(e) => return Err(e),
+        }
     }
     finished.prefill_time = start.elapsed();
     let Some(mut logits) = logits else {
@@ -168,13 +208,38 @@ pub fn run(
     let mut decoder = StreamDecoder::default();
     let decode_start = Instant::now();
     loop {
-        let token = sampler.sample(&logits.squeeze(0)?)?;
+        let token = if pending.is_empty() {
+            sampler.sample(&logits.squeeze(0)?)?
+        } else {
+            let mut row: Vec<f32> = logits.squeeze(0)?.to_vec1()?;
+            let tokenizer = &model.tokenizer;
+            for (id, l) in row.iter_mut().enumerate() {
+                let b = tokenizer.token_bytes(id as u32);
+                if !(tokenizer.is_text(id as u32)
+                    && (b.starts_with(&pending) || pending.starts_with(b)))
+                {
+                    *l = f32::NEG_INFINITY;
+                }
+            }
+            sampler.sample(&candle_core::Tensor::new(row, logits.device())?)?
+        };
         if model.tokenizer.is_end_of_generation(token) {
             finished.reason = FinishReason::EndOfGeneration;
             break;
         }
         finished.tokens.push(token);
-        let piece = decoder.push(model.tokenizer.token_bytes(token));
+        let mut bytes = model.tokenizer.token_bytes(token);
+        if !pending.is_empty() {
+            // Spelling out the healed text is not the suggestion: not counted against its
+            // length.
+            if bytes.len() <= pending.len() {
+                healing_tokens += 1;
+            }
+            let n = pending.len().min(bytes.len());
+            pending.drain(..n);
+            bytes = &bytes[n..];
+        }
+        let piece = decoder.push(bytes);
         if !piece.is_empty() {
             let before = finished.text.len();
             finished.text.push_str(&piece);
@@ -191,7 +256,7 @@ pub fn run(
             }
             emit(&piece);
         }
-        if finished.tokens.len() >= params.max_tokens {
+        if finished.tokens.len() - healing_tokens >= params.max_tokens {
             finished.reason = FinishReason::MaxTokens;
             break;
         }

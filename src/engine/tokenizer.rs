@@ -282,6 +282,37 @@ impl Tokenizer {
             .map(|s| s.id)
     }
 
+    /// Whether a token is plain text (not a control or user-defined special token).
+    pub fn is_text(&self, id: u32) -> bool {
+        !matches!(
+            self.token_types.get(id as usize),
+            Some(&TYPE_CONTROL | &TYPE_USER_DEFINED)
+        ) && !self.token_bytes(id).is_empty()
+    }
+
+    /// How many tokens at the end of `prompt` to take back and let the model write again
+    /// (token healing): the tokens of the last, possibly half-typed, word. A prompt that ends
+    /// mid-word ends on a token boundary the tokenizer would not have put there (`curr` of
+    /// `current`), and a model continuing after it skips or repeats letters. At most 4 tokens
+    /// and 24 bytes, never across a line break or a special token.
+    pub fn healing_len(&self, prompt: &[u32]) -> usize {
+        let mut n = 0;
+        let mut bytes = 0;
+        for &id in prompt.iter().rev().take(4) {
+            let b = self.token_bytes(id);
+            if !self.is_text(id) || b.contains(&b'\n') || bytes + b.len() > 24 {
+                break;
+            }
+            n += 1;
+            bytes += b.len();
+            // A token that starts with a space or punctuation starts the word.
+            if !b[0].is_ascii_alphanumeric() && b[0] != b'_' && b[0] < 0x80 {
+                break;
+            }
+        }
+        n
+    }
+
     /// Whether generating this token ends the text: eos/eot, or any control token (`<|endoftext|>`,
     /// `<|fim_pad|>`, `<|file_sep|>`, ... none of them is code).
     pub fn is_end_of_generation(&self, id: u32) -> bool {

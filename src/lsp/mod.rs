@@ -15,7 +15,7 @@ use tower_lsp_server::gen_lsp_types as lsp;
 use tower_lsp_server::jsonrpc::{Error as RpcError, Result as RpcResult};
 use tower_lsp_server::{Client, LanguageServer, LspService, Server};
 
-use crate::completion::{self, Ask, FsWorkspace, Suggestion};
+use crate::completion::{self, Ask, FsWorkspace, Place, Recent, Suggestion};
 use crate::config::Settings;
 use crate::context::Budget;
 use crate::documents::{Documents, Encoding, Snapshot};
@@ -55,6 +55,8 @@ struct State {
     pending_warning: Option<String>,
     /// Workspace folders, for paths in prompts and related code from other files.
     roots: Vec<PathBuf>,
+    /// Suggestions just given, to answer keystrokes that type along them.
+    recent: Recent,
 }
 
 pub struct Backend {
@@ -79,6 +81,7 @@ impl Backend {
                 progress_supported: false,
                 pending_warning: None,
                 roots: Vec::new(),
+                recent: Recent::default(),
             })),
         }
     }
@@ -209,6 +212,8 @@ impl Backend {
         }
         let text = snapshot.text();
         let word_len = word_before(&text, offset).len();
+        let place = st.recent.place(&text, offset);
+        let ready = st.recent.typed_along(uri.as_ref(), &text, offset);
         let settings = &st.settings;
         let (path, workspace) = workspace_of(&st, uri.as_ref());
         let ask = Ask {
@@ -230,6 +235,8 @@ impl Backend {
             },
             prompt_format: settings.prompt_format.clone(),
             block_prompt: settings.block_prompt.clone(),
+            layout: crate::prompt::Layout::default(),
+            cold_window: true,
         };
         Ok(Some(Request {
             id,
@@ -241,6 +248,8 @@ impl Backend {
             ask: Some(ask),
             word_len,
             cancel,
+            place,
+            ready,
         }))
     }
 
@@ -250,12 +259,19 @@ impl Backend {
         let Some(ask) = request.ask.take() else {
             return Ok(None);
         };
+        if let Some(suggestion) = request.ready.take() {
+            tracing::debug!("typed along the last suggestion: answered without the model");
+            return Ok(Some((suggestion, request)));
+        }
         let outcome =
             completion::suggest(request.engine.clone(), ask, request.cancel.clone()).await;
         let current_version = {
             let mut st = self.state();
             if st.in_flight.get(&request.uri).map(|(id, _)| *id) == Some(request.id) {
                 st.in_flight.remove(&request.uri);
+            }
+            if let (Ok(Some(suggestion)), Some(place)) = (&outcome, request.place) {
+                st.recent.remember(&request.uri, place, suggestion);
             }
             st.documents.snapshot(&request.uri).map(|s| s.version)
         };
@@ -290,6 +306,10 @@ struct Request {
     /// Length of the identifier before the cursor, which a completion item replaces.
     word_len: usize,
     cancel: CancelToken,
+    /// Where the cursor is, to remember the suggestion by.
+    place: Option<Place>,
+    /// The answer, when the user typed along a recent suggestion.
+    ready: Option<Suggestion>,
 }
 
 /// The document's path in its workspace folder, and the folder with the other open buffers in
@@ -470,6 +490,7 @@ impl LanguageServer for Backend {
         let uri = params.text_document.uri;
         let mut st = self.state();
         st.documents.close(uri.as_ref());
+        st.recent.forget(uri.as_ref());
         if let Some((_, cancel)) = st.in_flight.remove(uri.as_ref()) {
             cancel.cancel();
         }

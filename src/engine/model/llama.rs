@@ -5,7 +5,7 @@ use candle_core::quantized::QMatMul;
 use candle_core::{Device, Storage, Tensor};
 
 use super::{Bias, Kernels, Linear, LogitsFor, Rope, Stack, rms_norm, vector};
-use crate::engine::error::Result;
+use crate::engine::error::{Error, Result};
 use crate::engine::gguf::GgufFile;
 use crate::engine::kernels::attention::{Heads, attention};
 use crate::engine::kv_cache::KvCache;
@@ -183,6 +183,7 @@ impl Llama {
         cache: &mut KvCache,
         logits: LogitsFor,
         mut trace: Option<&mut Vec<Tensor>>,
+        stop: &dyn Fn() -> bool,
     ) -> Result<Option<Tensor>> {
         let device = Device::Cpu;
         let pos = cache.len();
@@ -192,6 +193,9 @@ impl Llama {
         let mut x: Vec<f32> = self.embedding.embedding(&ids)?.flatten_all()?.to_vec1()?;
         let hidden = x.len() / seq;
         for (i, layer) in self.layers.iter().enumerate() {
+            if stop() {
+                return Err(Error::Interrupted);
+            }
             let h = rms_norm(&x, &layer.attn_norm, self.eps);
             let [mut q, mut k, v]: [Vec<f32>; 3] =
                 layer.qkv.forward_parts(&h, seq)?.try_into().map_err(|_| {

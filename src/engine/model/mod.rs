@@ -81,6 +81,18 @@ impl Model {
         cache: &mut KvCache,
         logits: LogitsFor,
     ) -> Result<Option<Tensor>> {
+        self.forward_until(tokens, cache, logits, &|| false)
+    }
+
+    /// [`Model::forward`] that gives up with [`Error::Interrupted`] when `stop` says so between
+    /// two layers (llama-shaped models; phi2 runs to the end), leaving the cache as it was.
+    pub fn forward_until(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        logits: LogitsFor,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<Option<Tensor>> {
         if tokens.is_empty() {
             return Err(Error::EmptyPrompt);
         }
@@ -92,7 +104,7 @@ impl Model {
             });
         }
         let out = match self {
-            Self::Llama(m) => m.forward(tokens, cache, logits, None)?,
+            Self::Llama(m) => m.forward(tokens, cache, logits, None, stop)?,
             Self::Phi2(m) => m.forward(tokens, cache, logits)?,
         };
         cache.commit(tokens);
@@ -105,7 +117,9 @@ impl Model {
     pub fn trace(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Vec<Tensor>> {
         let mut states = Vec::new();
         let logits = match self {
-            Self::Llama(m) => m.forward(tokens, cache, LogitsFor::All, Some(&mut states))?,
+            Self::Llama(m) => {
+                m.forward(tokens, cache, LogitsFor::All, Some(&mut states), &|| false)?
+            }
             Self::Phi2(m) => m.forward(tokens, cache, LogitsFor::All)?,
         };
         cache.commit(tokens);
