@@ -459,3 +459,33 @@ fn healing_rewrites_the_half_typed_word_and_emits_only_what_follows() {
     assert_eq!(healed.text, "he the");
     assert_eq!(run(false).text, " the the");
 }
+
+#[test]
+fn prompt_lookup_drafts_change_speed_not_output() {
+    for (always, prompt) in [
+        (Some(token_id("a")), "x = aaaa\ny = aaaa"),
+        (
+            None,
+            "def f(x):\n    return x\ndef f(x):\n    return x\ndef f(",
+        ),
+    ] {
+        let (_dir, path) = tiny(&TinyOptions {
+            always,
+            ..TinyOptions::new("qwen2")
+        });
+        let engine = Engine::start(&path).unwrap();
+        let run = |draft_tokens: usize| {
+            let mut r = request(&engine, prompt, 24);
+            r.params.draft_tokens = draft_tokens;
+            engine.generate(r).unwrap().wait().unwrap()
+        };
+        let plain = run(0);
+        let drafted = run(6);
+        assert_eq!(plain.tokens, drafted.tokens, "{prompt:?}");
+        assert_eq!(plain.text, drafted.text);
+        assert_eq!(plain.drafted_tokens, 0);
+        if always.is_some() {
+            assert!(drafted.drafted_tokens > 0, "the repeats were drafted");
+        }
+    }
+}

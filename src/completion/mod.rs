@@ -89,6 +89,11 @@ pub const COLD_BUDGET: Budget = Budget {
     related_tokens: 0,
 };
 
+/// The most a fallback answer may take, prefill included: the first suggestion on a freshly
+/// opened file comes within about 3 s on two cores, shortened if need be (a long statement is
+/// cut to its complete lines).
+pub const COLD_TIME: std::time::Duration = std::time::Duration::from_millis(2600);
+
 /// Everything a suggestion request needs, owned so it can move to a worker thread.
 pub struct Ask {
     pub text: String,
@@ -205,6 +210,7 @@ pub fn plan(
         request: Request {
             prompt,
             fallback,
+            fallback_max_time: Some(COLD_TIME),
             params: ask.params.clone(),
             stop: Some(postprocess::stop_rule(&context)),
             // The typing layout ends the prompt with the line so far (chat prompts, for empty
@@ -241,6 +247,21 @@ pub async fn suggest(
     }
     let mut generation = engine.generate_with(plan.request, cancel)?;
     let finished = generation.finish().await?;
+    tracing::debug!(
+        "{:?}: {} prompt tokens{} ({} cached) in {} ms, {} tokens ({} drafted) in {} ms",
+        finished.reason,
+        finished.prompt_tokens,
+        if finished.fallback {
+            " of the small window"
+        } else {
+            ""
+        },
+        finished.reused_tokens,
+        finished.prefill_time.as_millis(),
+        finished.tokens.len(),
+        finished.drafted_tokens,
+        finished.decode_time.as_millis(),
+    );
     if finished.reason == engine::FinishReason::Cancelled {
         return Ok(None);
     }

@@ -122,11 +122,15 @@ pub fn build(
     let indent = indentation(line_before);
     let empty_body = mode == Mode::Block && empty_body(source.tree, text, line_start);
 
-    let boundaries = statement_boundaries(source.tree, offset);
+    // The scopes are found from the last line above, not the cursor: the line being typed
+    // parses differently from keystroke to keystroke, and the windows (so the prompt's cached
+    // tokens) should not move with it.
+    let scope_probe = previous.map_or(offset, |(start, line)| start + line.len() - 1);
+    let ends = statement_ends(source.tree, scope_probe);
     let imports = imports_before(source.tree);
     let (prefix_start, imports_text) =
-        prefix_window(text, line_start, &boundaries, &imports, budget, count);
-    let suffix_end = suffix_window(text, line_end, &boundaries, budget.suffix_tokens, count);
+        prefix_window(source.tree, text, line_start, &imports, budget, count);
+    let suffix_end = suffix_window(text, line_end, &ends, budget.suffix_tokens, count);
     let mut prefix = imports_text;
     prefix.push_str(&text[prefix_start..offset]);
     let suffix = text[offset..suffix_end].to_owned();
@@ -260,15 +264,9 @@ fn opens_block(tree: &Tree, start: usize, line: &str) -> bool {
     colon + 1 == code.len() && !code.trim_start().starts_with('#')
 }
 
-/// Where statements begin and end in the scopes around `offset`: the children of the module and
-/// of every block that contains the cursor. Each list sorted.
-struct Boundaries {
-    starts: Vec<usize>,
-    ends: Vec<usize>,
-}
-
-fn statement_boundaries(tree: &Tree, offset: usize) -> Boundaries {
-    let mut starts = Vec::new();
+/// Where statements end in the scopes around `offset`: the children of the module and of every
+/// block that contains it, sorted.
+fn statement_ends(tree: &Tree, offset: usize) -> Vec<usize> {
     let mut ends = Vec::new();
     let mut node = tree
         .root_node()
@@ -277,41 +275,52 @@ fn statement_boundaries(tree: &Tree, offset: usize) -> Boundaries {
     loop {
         if matches!(node.kind(), "module" | "block") {
             let mut cursor = node.walk();
-            for child in node.named_children(&mut cursor) {
-                starts.push(child.start_byte());
-                ends.push(child.end_byte());
-            }
+            ends.extend(node.named_children(&mut cursor).map(|c| c.end_byte()));
         }
         match node.parent() {
             Some(parent) => node = parent,
             None => break,
         }
     }
-    starts.sort_unstable();
     ends.sort_unstable();
-    Boundaries { starts, ends }
+    ends
 }
 
 /// Top-level import statements, in order.
 fn imports_before(tree: &Tree) -> Vec<Node<'_>> {
+    let is_import = |n: &Node| {
+        matches!(
+            n.kind(),
+            "import_statement" | "import_from_statement" | "future_import_statement"
+        )
+    };
     let root = tree.root_node();
+    let mut out = Vec::new();
     let mut cursor = root.walk();
-    root.named_children(&mut cursor)
-        .filter(|n| {
-            matches!(
-                n.kind(),
-                "import_statement" | "import_from_statement" | "future_import_statement"
-            )
-        })
-        .collect()
+    for child in root.named_children(&mut cursor) {
+        if is_import(&child) {
+            out.push(child);
+        } else if child.kind() == "ERROR" {
+            // A half-typed line can leave much of the file in one error node; its imports at
+            // the left margin are still the file's imports (and the prompt should not change
+            // from keystroke to keystroke with the parse).
+            let mut inner = child.walk();
+            out.extend(
+                child
+                    .named_children(&mut inner)
+                    .filter(|n| is_import(n) && n.start_position().column == 0),
+            );
+        }
+    }
+    out
 }
 
 /// Start of the prefix window, and the imports it no longer reaches as text (each on its own
 /// line) to put before it.
 fn prefix_window(
+    tree: &Tree,
     text: &str,
     line_start: usize,
-    boundaries: &Boundaries,
     imports: &[Node],
     budget: &Budget,
     count: &dyn Fn(&str) -> usize,
@@ -346,13 +355,56 @@ fn prefix_window(
         .unwrap_or(0);
     }
     // Never start inside a statement of a scope around the cursor: move down to the next
-    // boundary, if one comes before the cursor's line.
-    if let Some(&b) = boundaries.starts.iter().find(|&&b| b >= start)
-        && b <= line_start
-    {
-        start = line_start_of(text, b);
+    // line that starts one, if one comes before the cursor's line.
+    if let Some(b) = scope_statement_from(tree, text, start, line_start) {
+        start = b;
     }
     (start, imports_text)
+}
+
+/// The first line from `start` on, before `line_start`, that starts a statement of a scope
+/// around the cursor: a statement (a child of a block or the module) no line below it, down to
+/// the cursor's, is indented less than. Judged from the lines above the cursor's, so the answer
+/// stays the same while the cursor's line is typed (and parses differently each keystroke).
+fn scope_statement_from(tree: &Tree, text: &str, start: usize, line_start: usize) -> Option<usize> {
+    let cursor_indent = indentation(
+        &text[line_start
+            ..text[line_start..]
+                .find('\n')
+                .map_or(text.len(), |i| line_start + i)],
+    );
+    // (line start, indentation) of the non-blank lines, top down.
+    let mut lines: Vec<(usize, usize)> = Vec::new();
+    let mut at = start;
+    for line in text[start..line_start].split_inclusive('\n') {
+        if !line.trim().is_empty() {
+            lines.push((at, indentation(line)));
+        }
+        at += line.len();
+    }
+    let mut lowest_below = cursor_indent;
+    let mut candidates = Vec::new();
+    for &(begin, indent) in lines.iter().rev() {
+        if indent <= lowest_below {
+            candidates.push(begin + indent);
+        }
+        lowest_below = lowest_below.min(indent);
+    }
+    candidates.into_iter().rev().find_map(|first| {
+        let mut node = tree.root_node().descendant_for_byte_range(first, first)?;
+        loop {
+            let parent = node.parent()?;
+            if parent.start_byte() != first || matches!(parent.kind(), "block" | "module") {
+                break;
+            }
+            node = parent;
+        }
+        let parent = node.parent()?;
+        (node.start_byte() == first
+            && node.is_named()
+            && matches!(parent.kind(), "block" | "module" | "ERROR"))
+        .then(|| line_start_of(text, first))
+    })
 }
 
 /// Where whole lines above `line_start` that fit `budget` begin; `None` if all of them fit.
@@ -380,7 +432,7 @@ fn lines_upward(
 fn suffix_window(
     text: &str,
     line_end: usize,
-    boundaries: &Boundaries,
+    ends: &[usize],
     budget: usize,
     count: &dyn Fn(&str) -> usize,
 ) -> usize {
@@ -399,7 +451,7 @@ fn suffix_window(
     if reached_end {
         return text.len();
     }
-    if let Some(&b) = boundaries.ends.iter().rev().find(|&&b| b <= end)
+    if let Some(&b) = ends.iter().rev().find(|&&b| b <= end)
         && b > line_end
     {
         // Through the end of the line the statement ends on.

@@ -242,8 +242,8 @@ fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Job>, queued: &AtomicUsize) 
 
 /// The cache a request runs in: the one holding most of its prompt, or, when none holds a
 /// useful part of it, the least recently used. A prompt that would take more than
-/// [`FOREGROUND_LIMIT`] tokens to compute there is swapped for its fallback, run in another
-/// cache, and itself becomes the background work. Returns the slot and whether the fallback runs.
+/// [`FOREGROUND_LIMIT`] tokens to compute there is swapped for its fallback when that is
+/// cheaper in another cache, and itself becomes the background work. Returns the slot and whether the fallback runs.
 fn choose_slot(
     slots: &[KvCache],
     last_used: &[u64],
@@ -260,17 +260,27 @@ fn choose_slot(
             _ => candidates().min_by_key(|&i| last_used[i]).unwrap_or(0),
         }
     };
+    let uncached =
+        |tokens: &[u32], slot: usize| tokens.len() - slots[slot].common_prefix_len(tokens);
     let slot = best(&request.prompt, None);
-    let uncached = request.prompt.len() - slots[slot].common_prefix_len(&request.prompt);
-    if uncached > FOREGROUND_LIMIT
+    let cost = uncached(&request.prompt, slot);
+    if cost > FOREGROUND_LIMIT
         && let Some(fallback) = request.fallback.take()
     {
-        let prompt = std::mem::replace(&mut request.prompt, fallback);
-        *warm = Some(Warm {
-            tokens: prompt,
-            slot,
-        });
-        return (best(&request.prompt, Some(slot)), true);
+        let other = best(&fallback, Some(slot));
+        // The fallback only if it is cheaper (its own window may have moved too).
+        if uncached(&fallback, other) < cost {
+            let prompt = std::mem::replace(&mut request.prompt, fallback);
+            if let Some(limit) = request.fallback_max_time {
+                let max_time = &mut request.params.max_time;
+                *max_time = Some(max_time.map_or(limit, |t| t.min(limit)));
+            }
+            *warm = Some(Warm {
+                tokens: prompt,
+                slot,
+            });
+            return (other, true);
+        }
     }
     // This request computes what that cache will hold; older background work there is moot.
     if warm.as_ref().is_some_and(|w| w.slot == slot) {
