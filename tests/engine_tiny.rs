@@ -174,6 +174,7 @@ fn request(engine: &Engine, text: &str, max_tokens: usize) -> Request {
     Request {
         prompt: engine.tokenizer().encode(text, false).unwrap(),
         fallback: None,
+        fallback_max_time: None,
         params: GenerationParams {
             max_tokens,
             ..GenerationParams::default()
