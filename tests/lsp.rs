@@ -260,14 +260,19 @@ fn real_model_completes_after_incremental_edits() {
     );
     assert_eq!(result["items"][0]["textEdit"]["newText"], "a + b");
 
-    // Interleaved: a request, then an edit before its answer. The answer is either for the old
-    // text (nothing computed on a stale buffer is returned) or empty; the next request sees the
-    // new text.
-    let id = client.inline_request(URI, 1, 11);
+    // Interleaved: a request, then an edit before its answer: nothing computed on a stale
+    // buffer is returned; the next request sees the new text. (The function is renamed first,
+    // so the request is not answered at once from the suggestion above.)
     client.change(
         URI,
         3,
-        json!([{"range": {"start": {"line": 0, "character": 4}, "end": {"line": 0, "character": 7}}, "text": "mul"}]),
+        json!([{"range": {"start": {"line": 0, "character": 4}, "end": {"line": 0, "character": 7}}, "text": "plus"}]),
+    );
+    let id = client.inline_request(URI, 1, 11);
+    client.change(
+        URI,
+        4,
+        json!([{"range": {"start": {"line": 0, "character": 4}, "end": {"line": 0, "character": 8}}, "text": "mul"}]),
     );
     let stale = client.response(id, Duration::from_secs(60));
     assert!(

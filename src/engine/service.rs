@@ -168,6 +168,9 @@ impl Drop for Engine {
 /// is computed into the other.
 const SLOTS: usize = 2;
 
+/// Prompt tokens (about 0.6 s) a fallback must save to answer instead of its whole prompt.
+const FALLBACK_SAVING: usize = 128;
+
 /// A cache that holds fewer of a prompt's first tokens than this (a shared header, say) is no
 /// better for it than the least recently used one.
 const USEFUL_PREFIX: usize = 16;
@@ -242,8 +245,8 @@ fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Job>, queued: &AtomicUsize) 
 
 /// The cache a request runs in: the one holding most of its prompt, or, when none holds a
 /// useful part of it, the least recently used. A prompt that would take more than
-/// [`FOREGROUND_LIMIT`] tokens to compute there is swapped for its fallback when that is
-/// cheaper in another cache, and itself becomes the background work. Returns the slot and whether the fallback runs.
+/// [`FOREGROUND_LIMIT`] tokens to compute there is swapped for its fallback when that saves
+/// [`FALLBACK_SAVING`] tokens in another cache, and itself becomes the background work. Returns the slot and whether the fallback runs.
 fn choose_slot(
     slots: &[KvCache],
     last_used: &[u64],
@@ -268,8 +271,9 @@ fn choose_slot(
         && let Some(fallback) = request.fallback.take()
     {
         let other = best(&fallback, Some(slot));
-        // The fallback only if it is cheaper (its own window may have moved too).
-        if uncached(&fallback, other) < cost {
+        // The fallback only if it saves real time (its own window may have moved too, and a
+        // small prompt is worth computing whole).
+        if uncached(&fallback, other) + FALLBACK_SAVING < cost {
             let prompt = std::mem::replace(&mut request.prompt, fallback);
             if let Some(limit) = request.fallback_max_time {
                 let max_time = &mut request.params.max_time;
