@@ -1,5 +1,5 @@
-//! The real binary on the real default model (fetched by `.ci/run`): the command-line contract
-//! and end-to-end suggestions.
+//! The real binary: the command-line contract and end-to-end suggestions on the real default
+//! model (fetched by `.ci/run`), and the keystroke-latency benchmark driver on a tiny one.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -176,4 +176,53 @@ fn names_imported_from_the_workspace_bring_their_definitions() {
     assert!(out.status.success(), "{}", stderr(&out));
     let suggestion = stdout(&out);
     assert!(suggestion.contains("net_amount_in_cents"), "{suggestion:?}");
+}
+
+/// The keystroke-latency benchmark runs end to end (a server per line, typing, pauses) on a
+/// tiny model; what it measures is for `benches/typing.sh`, not for a test.
+#[test]
+fn replay_types_lines_through_the_server_and_reports() {
+    let (_model_dir, model) = common::tiny(&common::TinyOptions {
+        always: Some(common::token_id("a")),
+        ..common::TinyOptions::new("qwen2")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("app.py"),
+        "import os\n\n\ndef main(argv):\n    total_count = len(argv) + 1\n    return 0\n",
+    )
+    .unwrap();
+    let samples = dir.path().join("samples.jsonl");
+    let out = pyfill(&[
+        "--model",
+        model.to_str().unwrap(),
+        "replay",
+        "--root",
+        dir.path().to_str().unwrap(),
+        "app.py",
+        "--lines",
+        "1",
+        "--interval-ms",
+        "5",
+        "--settings",
+        r#"{"maxTokens": 3}"#,
+        "--out",
+        samples.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["lines"], 1);
+    assert_eq!(report["cold"]["n"], 1);
+    // One pause after each word of the retyped line.
+    let line = "total_count = len(argv) + 1";
+    let words = line
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .filter(|w| !w.is_empty())
+        .count();
+    assert_eq!(report["pause"]["n"], words);
+    assert_eq!(report["keystrokes"], line.len());
+    let written = std::fs::read_to_string(&samples).unwrap();
+    assert_eq!(written.lines().count(), words + 1);
+    assert!(written.contains("\"line\":5"), "{written}");
 }
