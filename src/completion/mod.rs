@@ -82,10 +82,12 @@ pub fn relative_path(root: &Path, path: &Path) -> Option<String> {
 }
 
 /// The window of the fallback prompt that answers while the engine computes the whole one:
-/// about a second of prefill on two cores, no related files.
+/// about a second of prefill on two cores, no related files. On the HumanEval line sample
+/// answers from it score 0.692 pass@1 (the whole window 0.725; 192 before and 64 after, used
+/// even for short prompts, 0.642).
 pub const COLD_BUDGET: Budget = Budget {
-    prefix_tokens: 192,
-    suffix_tokens: 64,
+    prefix_tokens: 256,
+    suffix_tokens: 32,
     related_tokens: 0,
 };
 
