@@ -212,7 +212,15 @@ fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Job>, queued: &AtomicUsize) 
             cancel,
             events,
         } = job;
-        let (slot, fallback) = choose_slot(&slots, &last_used, &mut request, &mut warm);
+        // A request superseded while it waited ends at once; it must not redirect the
+        // background work either.
+        let mut untouched = None;
+        let warm_of_choice = if cancel.is_cancelled() {
+            &mut untouched
+        } else {
+            &mut warm
+        };
+        let (slot, fallback) = choose_slot(&slots, &last_used, &mut request, warm_of_choice);
         last_used[slot] = step;
         if let Some(w) = &warm {
             last_used[w.slot] = step;
