@@ -113,6 +113,9 @@ pub struct Finished {
 /// prefill rates on two cores); beyond this its fallback prompt answers, if it costs less.
 pub const FOREGROUND_LIMIT: usize = 64;
 
+/// Prompt tokens (about 0.6 s) a fallback must save to answer instead of its whole prompt.
+pub const FALLBACK_SAVING: usize = 128;
+
 /// Prompt tokens computed per forward pass: bounds the attention scratch memory and how long a
 /// cancelled request can keep the engine busy.
 pub const PREFILL_CHUNK: usize = 256;

@@ -21,8 +21,8 @@ use candle_core::{Device, Tensor};
 
 pub use error::{Error, Result};
 pub use generate::{
-    CancelToken, FOREGROUND_LIMIT, FinishReason, Finished, GenerationParams, PREFILL_CHUNK,
-    Request, StopPredicate, run,
+    CancelToken, FALLBACK_SAVING, FOREGROUND_LIMIT, FinishReason, Finished, GenerationParams,
+    PREFILL_CHUNK, Request, StopPredicate, run,
 };
 pub use gguf::GgufFile;
 pub use kv_cache::KvCache;

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::error::{Error, Result};
-use super::generate::{self, CancelToken, FOREGROUND_LIMIT, Finished, Request};
+use super::generate::{self, CancelToken, FALLBACK_SAVING, FOREGROUND_LIMIT, Finished, Request};
 use super::kv_cache::KvCache;
 use super::model::LogitsFor;
 use super::tokenizer::Tokenizer;
@@ -167,9 +167,6 @@ impl Drop for Engine {
 /// KV caches the engine keeps: typing goes on in one while a longer prompt for the same place
 /// is computed into the other.
 const SLOTS: usize = 2;
-
-/// Prompt tokens (about 0.6 s) a fallback must save to answer instead of its whole prompt.
-const FALLBACK_SAVING: usize = 128;
 
 /// A cache that holds fewer of a prompt's first tokens than this (a shared header, say) is no
 /// better for it than the least recently used one.
