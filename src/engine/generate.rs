@@ -66,8 +66,8 @@ pub struct Request {
     pub prompt: Vec<u32>,
     /// A shorter prompt for the same question (a smaller window around the cursor), answered
     /// instead when `prompt` would need more than [`FOREGROUND_LIMIT`] tokens computed and the
-    /// fallback fewer; the engine then computes `prompt` in the background, for the requests
-    /// that follow.
+    /// fallback saves [`FALLBACK_SAVING`] of them; the engine then computes `prompt` in the
+    /// background, for the requests that follow.
     pub fallback: Option<Vec<u32>>,
     /// A tighter time limit for when the fallback answers (the first suggestion on a file
     /// should come quickly, even if shorter).
@@ -110,7 +110,8 @@ pub struct Finished {
 }
 
 /// Uncached prompt tokens a request may compute before its answer (about a third of a second at
-/// prefill rates on two cores); beyond this its fallback prompt answers, if it costs less.
+/// prefill rates on two cores); beyond this its fallback prompt answers, if that saves
+/// [`FALLBACK_SAVING`] tokens.
 pub const FOREGROUND_LIMIT: usize = 64;
 
 /// Prompt tokens (about 0.6 s) a fallback must save to answer instead of its whole prompt.
@@ -220,10 +221,10 @@ pub fn run(
             },
         }
     };
-    let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling.clone());
+    let greedy = matches!(sampling, Sampling::ArgMax);
+    let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling);
     let mut decoder = StreamDecoder::default();
     let decode_start = Instant::now();
-    let greedy = matches!(sampling, Sampling::ArgMax);
     // Drafted tokens the model confirmed, to be taken in order before sampling again.
     let mut confirmed: std::collections::VecDeque<u32> = std::collections::VecDeque::new();
     loop {

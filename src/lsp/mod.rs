@@ -204,16 +204,35 @@ impl Backend {
         st.next_request += 1;
         let id = st.next_request;
         let cancel = CancelToken::default();
-        if let Some((_, older)) = st
-            .in_flight
-            .insert(uri.as_ref().to_owned(), (id, cancel.clone()))
-        {
-            older.cancel();
-        }
         let text = snapshot.text();
         let word_len = word_before(&text, offset).len();
-        let place = st.recent.place(&text, offset);
         let ready = st.recent.typed_along(uri.as_ref(), &text, offset);
+        // Whatever runs for this document is stale now; a typed-along answer needs no work.
+        let older = match ready {
+            Some(_) => st.in_flight.remove(uri.as_ref()),
+            None => st
+                .in_flight
+                .insert(uri.as_ref().to_owned(), (id, cancel.clone())),
+        };
+        if let Some((_, older)) = older {
+            older.cancel();
+        }
+        if ready.is_some() {
+            return Ok(Some(Request {
+                id,
+                uri: uri.as_ref().to_owned(),
+                snapshot,
+                offset,
+                encoding,
+                engine,
+                ask: None,
+                word_len,
+                cancel,
+                place: None,
+                ready,
+            }));
+        }
+        let place = st.recent.place(&text, offset);
         let settings = &st.settings;
         let (path, workspace) = workspace_of(&st, uri.as_ref());
         let ask = Ask {
@@ -256,13 +275,13 @@ impl Backend {
     /// Runs a request to its suggestion; `None` if it was superseded, cancelled, or the document
     /// changed meanwhile (the client asks again for the new text).
     async fn run(&self, mut request: Request) -> RpcResult<Option<(Suggestion, Request)>> {
-        let Some(ask) = request.ask.take() else {
-            return Ok(None);
-        };
         if let Some(suggestion) = request.ready.take() {
             tracing::debug!("typed along the last suggestion: answered without the model");
             return Ok(Some((suggestion, request)));
         }
+        let Some(ask) = request.ask.take() else {
+            return Ok(None);
+        };
         let outcome =
             completion::suggest(request.engine.clone(), ask, request.cancel.clone()).await;
         let current_version = {
