@@ -444,6 +444,37 @@ fn long_prompts_answer_from_their_fallback_while_the_engine_computes_them() {
 }
 
 #[test]
+fn warmed_prompts_are_computed_in_the_background_in_a_spare_cache() {
+    let (_dir, path) = always("qwen2", "a");
+    let engine = Engine::start(&path).unwrap();
+    let run = |text: &str| {
+        engine
+            .generate(request(&engine, text, 1))
+            .unwrap()
+            .wait()
+            .unwrap()
+    };
+    let typing = "def typed_here(x):\n    return x + 1\n";
+    let expected = "class ExpectedNext:\n    value = 2\n    other = 3\n";
+    assert_eq!(run(typing).reused_tokens, 0);
+    let tokens = engine.tokenizer().encode(expected, false).unwrap();
+    engine.warm(tokens.clone()).unwrap();
+    // Once computed, the expected prompt needs only its last token (whose logits the request
+    // needs); the typing cache was left alone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let warmed = loop {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let next = run(expected);
+        if next.reused_tokens > 0 || std::time::Instant::now() > deadline {
+            break next;
+        }
+    };
+    assert_eq!(warmed.reused_tokens, tokens.len() - 1);
+    let again = run(typing);
+    assert_eq!(again.reused_tokens, again.prompt_tokens - 1);
+}
+
+#[test]
 fn healing_rewrites_the_half_typed_word_and_emits_only_what_follows() {
     let (_dir, path) = always("qwen2", "Ġthe");
     let engine = Engine::start(&path).unwrap();

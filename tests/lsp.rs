@@ -101,6 +101,29 @@ fn typing_along_a_suggestion_is_answered_from_it() {
 }
 
 #[test]
+fn typing_along_a_running_suggestion_keeps_it_going() {
+    // Long enough that the first request still runs when the letter is typed; a restart would
+    // write all of them again.
+    const LETTERS: usize = 4000;
+    let (_dir, mut client) = server_on_letter_a(json!({"maxTokens": LETTERS, "timeoutMs": 0}));
+    client.open(URI, "x = ab\n");
+    let first = client.inline_request(URI, 0, 6);
+    std::thread::sleep(Duration::from_millis(100));
+    let at = json!({"line": 0, "character": 6});
+    client.change(
+        URI,
+        2,
+        json!([{"range": {"start": at, "end": at}, "text": "a"}]),
+    );
+    let second = client.inline_request(URI, 0, 7);
+    // The editor gives up the first request; the second still wants its generation.
+    client.notify("$/cancelRequest", json!({"id": first}));
+    let answer = client.response(second, Duration::from_secs(120));
+    assert_eq!(items_text(&answer), vec!["a".repeat(LETTERS - 1)]);
+    assert_eq!(client.shutdown(), Some(0));
+}
+
+#[test]
 fn a_newer_request_supersedes_and_cancel_request_stops_work() {
     let (_dir, mut client) = server_on_letter_a(json!({"maxTokens": 65536, "timeoutMs": 0}));
     client.open(URI, "x = \n");

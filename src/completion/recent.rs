@@ -63,6 +63,15 @@ impl Recent {
         });
     }
 
+    /// What was typed at `place` since: `text` is the text of `place` with something (maybe
+    /// nothing) inserted at its cursor, and `offset` is just after the insertion.
+    pub fn typed_since<'t>(&self, place: &Place, text: &'t str, offset: usize) -> Option<&'t str> {
+        let typed = text.get(place.offset..offset)?;
+        (self.hash(text.get(offset..)?) == place.after
+            && self.hash(text.get(..place.offset)?) == place.before)
+            .then_some(typed)
+    }
+
     /// The rest of a remembered suggestion whose start the user has typed since: `text` is the
     /// remembered text with that start inserted at the remembered cursor, and `offset` is just
     /// after it. Never an empty or blank rest.
@@ -73,26 +82,36 @@ impl Recent {
             if s.uri != uri || s.place.offset > offset {
                 return None;
             }
-            let typed = text.get(s.place.offset..offset)?;
-            let rest = s.suggestion.text.strip_prefix(typed)?;
-            if rest.trim().is_empty() {
-                return None;
-            }
+            let rest = Self::rest(&s.suggestion, text.get(s.place.offset..offset)?)?;
+            // Cheap tests first: most keystrokes differ from every remembered place.
             let after_hash = *after_hash.get_or_insert_with(|| self.hash(after));
-            if after_hash != s.place.after
-                || self.hash(text.get(..s.place.offset)?) != s.place.before
-            {
+            if after_hash != s.place.after || self.typed_since(&s.place, text, offset).is_none() {
                 return None;
             }
-            Some(Suggestion {
-                text: rest.to_owned(),
-                mode: if rest.contains('\n') {
-                    s.suggestion.mode
-                } else {
-                    Mode::Line
-                },
-            })
+            Some(rest)
         })
+    }
+
+    /// What is left of `suggestion` once `typed` of it is typed: never an empty or blank rest.
+    pub fn rest(suggestion: &Suggestion, typed: &str) -> Option<Suggestion> {
+        let rest = suggestion.text.strip_prefix(typed)?;
+        if rest.trim().is_empty() {
+            return None;
+        }
+        Some(Suggestion {
+            text: rest.to_owned(),
+            mode: if typed.is_empty() || rest.contains('\n') {
+                suggestion.mode
+            } else {
+                Mode::Line
+            },
+        })
+    }
+
+    /// Whether a suggestion still being generated, `so_far` of it, may turn out to start with
+    /// `typed`: neither has left the other's path yet.
+    pub fn may_match(so_far: &str, typed: &str) -> bool {
+        so_far.starts_with(typed) || typed.starts_with(so_far)
     }
 
     /// Forgets a closed document's suggestions.
@@ -154,6 +173,37 @@ mod tests {
         recent.forget("a.py");
         let (typed, offset) = at("x = 1\nprint(x$0\ny = 2\n");
         assert_eq!(recent.typed_along("a.py", &typed, offset), None);
+    }
+
+    #[test]
+    fn typed_since_names_the_insertion_at_a_place() {
+        let recent = Recent::default();
+        let (text, offset) = at("x = 1\nprint$0\ny = 2\n");
+        let place = recent.place(&text, offset).unwrap();
+        assert_eq!(recent.typed_since(&place, &text, offset), Some(""));
+        let (typed, offset) = at("x = 1\nprint(x$0\ny = 2\n");
+        assert_eq!(recent.typed_since(&place, &typed, offset), Some("(x"));
+        for fixture in [
+            "x = 2\nprint(x$0\ny = 2\n",
+            "x = 1\nprint(x$0\ny = 3\n",
+            "x = 1\npri$0\ny = 2\n",
+        ] {
+            let (typed, offset) = at(fixture);
+            assert_eq!(
+                recent.typed_since(&place, &typed, offset),
+                None,
+                "{fixture}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_running_suggestion_may_match_until_it_leaves_the_typed_path() {
+        assert!(Recent::may_match("", "(x"));
+        assert!(Recent::may_match("(", "(x"));
+        assert!(Recent::may_match("(x + 1)", "(x"));
+        assert!(!Recent::may_match("(y", "(x"));
+        assert!(!Recent::may_match("\n", "(x"));
     }
 
     #[test]

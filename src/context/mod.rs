@@ -356,10 +356,53 @@ fn prefix_window(
     }
     // Never start inside a statement of a scope around the cursor: move down to the next
     // line that starts one, if one comes before the cursor's line.
-    if let Some(b) = scope_statement_from(tree, text, start, line_start) {
-        start = b;
+    let settle =
+        |start: usize| scope_statement_from(tree, text, start, line_start).unwrap_or(start);
+    start = settle(start);
+    // The headers of the functions and classes the window starts inside, so the model still
+    // sees their names and parameters (the window then reads as valid code, less a docstring
+    // or the first statements).
+    let mut headers = headers_around(tree, text, start);
+    if !headers.is_empty() {
+        let used = imports_used + count(&headers);
+        if let Some(later) = lines_upward(
+            text,
+            line_start,
+            budget.prefix_tokens.saturating_sub(used + 1),
+            count,
+        ) {
+            start = settle(later.max(start));
+        }
+        headers = headers_around(tree, text, start);
     }
+    imports_text.push_str(&headers);
     (start, imports_text)
+}
+
+/// The header lines (`def f(x):`, `class C(B):`) of the definitions whose bodies hold the line
+/// at `start` but start before it, outermost first.
+fn headers_around(tree: &Tree, text: &str, start: usize) -> String {
+    let Some(first) = text[start..]
+        .find(|c: char| !c.is_whitespace())
+        .map(|i| start + i)
+    else {
+        return String::new();
+    };
+    let mut headers = Vec::new();
+    let mut node = tree.root_node().descendant_for_byte_range(first, first);
+    while let Some(n) = node {
+        if matches!(n.kind(), "function_definition" | "class_definition")
+            && n.start_byte() < start
+            && let Some(body) = n.child_by_field_name("body")
+            && body.start_byte() <= first
+            && let Some(header) = text.get(line_start_of(text, n.start_byte())..body.start_byte())
+        {
+            headers.push(format!("{}\n", header.trim_end()));
+        }
+        node = n.parent();
+    }
+    headers.reverse();
+    headers.concat()
 }
 
 /// The first line from `start` on, before `line_start`, that starts a statement of a scope

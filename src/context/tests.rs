@@ -117,6 +117,35 @@ fn prefix_window_starts_at_a_statement_and_keeps_the_imports() {
 }
 
 #[test]
+fn a_window_inside_a_long_function_keeps_its_headers() {
+    let docstring = "    Explains at length.\n".repeat(30);
+    let fixture = format!(
+        "import os\n\nclass Shop:\n    def total(self, items,\n              tax):\n        \"\"\"Sum.\n{docstring}        \"\"\"\n        s = 0\n        for item in items:\n            s += item\n        $0\n"
+    );
+    let budget = Budget {
+        prefix_tokens: 60,
+        suffix_tokens: 16,
+        related_tokens: 0,
+    };
+    let c = context_with(&fixture, budget, None, &());
+    // The docstring is cut; the class and method headers stay, so the window is valid code.
+    assert!(
+        c.prefix.starts_with(
+            "import os\n\nclass Shop:\n    def total(self, items,\n              tax):\n        s = 0\n"
+        ),
+        "{:?}",
+        c.prefix
+    );
+    assert!(!c.prefix.contains("Explains"));
+    assert!(count(&c.prefix) <= 60 + 8, "{}", count(&c.prefix));
+    let text = format!("{}pass\n", c.prefix);
+    assert!(!parse(&text).root_node().has_error(), "{text}");
+    // A window that reaches the header needs none added.
+    let whole = context_with(&fixture, Budget::default(), None, &());
+    assert_eq!(whole.prefix.matches("class Shop:").count(), 1);
+}
+
+#[test]
 fn suffix_window_ends_after_a_whole_statement() {
     let fixture = format!("def target():\n    $0\n\n{}", functions("after", 40));
     let budget = Budget {

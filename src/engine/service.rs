@@ -29,8 +29,14 @@ struct Job {
     events: UnboundedSender<Event>,
 }
 
+enum Work {
+    Generate(Job),
+    /// A prompt to compute at low priority ([`Engine::warm`]).
+    Warm(Vec<u32>),
+}
+
 pub struct Engine {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Option<mpsc::Sender<Work>>,
     /// Jobs sent and not yet taken: background work yields to them between layers.
     queued: Arc<AtomicUsize>,
     info: ModelInfo,
@@ -63,9 +69,14 @@ impl Generation {
 
     /// Waits for the end of the request without blocking the async runtime.
     pub async fn finish(&mut self) -> Result<Finished> {
+        self.finish_with(|_| {}).await
+    }
+
+    /// [`Generation::finish`], showing `text` each piece of text as it comes.
+    pub async fn finish_with(&mut self, mut text: impl FnMut(&str)) -> Result<Finished> {
         while let Some(event) = self.events.recv().await {
             match event {
-                Event::Text(_) => {}
+                Event::Text(piece) => text(&piece),
                 Event::Done(finished) => return Ok(finished),
                 Event::Failed(e) => return Err(e),
             }
@@ -89,7 +100,7 @@ impl Engine {
 
     /// [`Engine::start`] with a choice of matrix kernels (the eval compares them).
     pub fn start_with(path: &Path, kernels: Kernels) -> Result<Self> {
-        let (jobs_tx, jobs_rx) = mpsc::channel::<Job>();
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Work>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let path = path.to_owned();
         let queued = Arc::new(AtomicUsize::new(0));
@@ -145,13 +156,27 @@ impl Engine {
             .jobs
             .as_ref()
             .ok_or(Error::EngineGone)?
-            .send(job)
+            .send(Work::Generate(job))
             .is_err()
         {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::EngineGone);
         }
         Ok(Generation { events: rx, cancel })
+    }
+}
+
+impl Engine {
+    /// Computes `prompt` into a cache in the background at low priority, for a request expected
+    /// soon (a file just opened, the line after a suggestion is accepted): requests pre-empt it,
+    /// the rest of a prompt whose fallback answered goes first, and a newer one replaces it. It
+    /// goes to the cache the latest requests did not use, so typing keeps its own.
+    pub fn warm(&self, prompt: Vec<u32>) -> Result<()> {
+        self.jobs
+            .as_ref()
+            .ok_or(Error::EngineGone)?
+            .send(Work::Warm(prompt))
+            .map_err(|_| Error::EngineGone)
     }
 }
 
@@ -180,18 +205,33 @@ const WARM_CHUNK: usize = 32;
 struct Warm {
     tokens: Vec<u32>,
     slot: usize,
+    /// Asked through [`Engine::warm`] (a guess), not the rest of a prompt a request needed.
+    low: bool,
 }
 
-fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Job>, queued: &AtomicUsize) {
+fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Work>, queued: &AtomicUsize) {
     let mut slots: Vec<KvCache> = (0..SLOTS)
         .map(|_| KvCache::new(model.model.n_layers()))
         .collect();
     let mut last_used = vec![0u64; SLOTS];
     let mut warm: Option<Warm> = None;
-    for step in 1.. {
-        let job = match &warm {
+    // A low-priority prompt waiting for the background work under way.
+    let mut later: Option<Vec<u32>> = None;
+    // Ticks per use of a cache, for the least recently used one.
+    let mut clock = 0u64;
+    loop {
+        if warm.is_none()
+            && let Some(tokens) = later.take()
+        {
+            warm = Some(Warm {
+                slot: least_recent(&last_used),
+                tokens,
+                low: true,
+            });
+        }
+        let work = match &warm {
             Some(_) => match jobs.try_recv() {
-                Ok(job) => job,
+                Ok(work) => work,
                 Err(mpsc::TryRecvError::Empty) => {
                     warm_step(model, &mut slots, &mut warm, queued);
                     continue;
@@ -199,9 +239,25 @@ fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Job>, queued: &AtomicUsize) 
                 Err(mpsc::TryRecvError::Disconnected) => return,
             },
             None => match jobs.recv() {
-                Ok(job) => job,
+                Ok(work) => work,
                 Err(_) => return,
             },
+        };
+        let job = match work {
+            Work::Generate(job) => job,
+            Work::Warm(tokens) => {
+                match &warm {
+                    Some(w) if !w.low => later = Some(tokens),
+                    _ => {
+                        warm = Some(Warm {
+                            slot: least_recent(&last_used),
+                            tokens,
+                            low: true,
+                        })
+                    }
+                }
+                continue;
+            }
         };
         queued.fetch_sub(1, Ordering::SeqCst);
         let Job {
@@ -218,9 +274,12 @@ fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Job>, queued: &AtomicUsize) 
             &mut warm
         };
         let (slot, fallback) = choose_slot(&slots, &last_used, &mut request, warm_of_choice);
-        last_used[slot] = step;
-        if let Some(w) = &warm {
-            last_used[w.slot] = step;
+        clock += 1;
+        last_used[slot] = clock;
+        // The prompt being completed in the background is the one to keep.
+        if let Some(w) = warm.as_ref().filter(|w| !w.low) {
+            clock += 1;
+            last_used[w.slot] = clock;
         }
         let cache = &mut slots[slot];
         // A receiver that is gone means nobody wants the answer: stop at the next token.
@@ -258,10 +317,19 @@ fn choose_slot(
     request: &mut Request,
     warm: &mut Option<Warm>,
 ) -> (usize, bool) {
+    // A cache counts with what the background is computing into it: the rest of a prompt
+    // goes where its start is being computed, though little of it may be there yet.
+    let promised = |i: usize, tokens: &[u32]| match warm.as_ref() {
+        Some(w) if w.slot == i => common_prefix(&w.tokens, tokens),
+        _ => 0,
+    };
     let best = |tokens: &[u32], except: Option<usize>| {
         let candidates = || (0..slots.len()).filter(move |&i| Some(i) != except);
         let longest = candidates()
-            .map(|i| (slots[i].common_prefix_len(tokens), i))
+            .map(|i| {
+                let held = slots[i].common_prefix_len(tokens);
+                (held.max(promised(i, tokens)), i)
+            })
             .max();
         match longest {
             Some((n, i)) if n >= USEFUL_PREFIX.min(tokens.len()) => i,
@@ -287,6 +355,7 @@ fn choose_slot(
             *warm = Some(Warm {
                 tokens: prompt,
                 slot,
+                low: false,
             });
             return (other, true);
         }
@@ -296,6 +365,17 @@ fn choose_slot(
         *warm = None;
     }
     (slot, false)
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// The cache no request has used for longest.
+fn least_recent(last_used: &[u64]) -> usize {
+    (0..last_used.len())
+        .min_by_key(|&i| last_used[i])
+        .unwrap_or(0)
 }
 
 /// One short forward pass of the background prompt, given up between layers as soon as a job

@@ -5,6 +5,7 @@
 //! concurrently, and a suggestion is only returned for the document version it was computed on.
 
 mod convert;
+mod running;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,6 +22,7 @@ use crate::context::Budget;
 use crate::documents::{Documents, Encoding, Snapshot};
 use crate::engine::{CancelToken, Engine, GenerationParams};
 use crate::models;
+use running::{End, Follow, Running};
 
 /// Changes the log filter (`tracing` directives such as `info` or `pyfill=debug`).
 pub type LogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -47,8 +49,9 @@ struct State {
     engine: EngineState,
     /// Bumped per load, so a slow load that was superseded by a newer one is discarded.
     load_generation: u64,
-    /// The request being computed per document; a newer one cancels it.
-    in_flight: HashMap<String, (u64, CancelToken)>,
+    /// The suggestion being computed per document; a newer request cancels it unless its user
+    /// typed along it.
+    in_flight: HashMap<String, Running>,
     next_request: u64,
     progress_supported: bool,
     /// A problem with the initial settings, shown once the client is ready for messages.
@@ -180,10 +183,13 @@ impl Backend {
         });
     }
 
-    /// The snapshot, byte offset and engine for a request, and its cancellation token; `None`
-    /// when there is nothing to compute (not open, model not ready, disabled).
+    /// The snapshot, byte offset and engine for a request, and the suggestion it waits for:
+    /// one it typed along (answered at once), the one being computed for the document if the
+    /// user typed along its text so far, or a new one (which cancels the older). `None` when
+    /// there is nothing to compute (not open, model not ready, disabled).
     fn begin_request(&self, uri: &lsp::Uri, position: lsp::Position) -> RpcResult<Option<Request>> {
-        let mut st = self.state();
+        let mut guard = self.state();
+        let st = &mut *guard;
         let Some(snapshot) = st.documents.snapshot(uri.as_ref()) else {
             tracing::warn!("suggestion asked for {uri}, which is not open");
             return Ok(None);
@@ -193,83 +199,101 @@ impl Backend {
             .offset(convert::position(position), encoding)
             .map_err(|e| RpcError::invalid_params(e.to_string()))?;
         let engine = match &st.engine {
-            EngineState::Ready(engine) => engine,
+            EngineState::Ready(engine) => engine.clone(),
             EngineState::Failed(why) => {
                 tracing::debug!("no suggestion: {why}");
                 return Ok(None);
             }
             EngineState::Loading | EngineState::Disabled => return Ok(None),
         };
-        let engine = engine.clone();
-        st.next_request += 1;
-        let id = st.next_request;
-        let cancel = CancelToken::default();
+        let uri = uri.as_ref().to_owned();
         let text = snapshot.text();
         let word_len = word_before(&text, offset).len();
-        let ready = st.recent.typed_along(uri.as_ref(), &text, offset);
-        // Whatever runs for this document is stale now; a typed-along answer needs no work.
-        let older = match ready {
-            Some(_) => st.in_flight.remove(uri.as_ref()),
-            None => st
-                .in_flight
-                .insert(uri.as_ref().to_owned(), (id, cancel.clone())),
-        };
-        if let Some((_, older)) = older {
-            older.cancel();
-        }
-        if ready.is_some() {
-            return Ok(Some(Request {
-                id,
-                uri: uri.as_ref().to_owned(),
-                snapshot,
-                offset,
-                encoding,
-                engine,
-                ask: None,
-                word_len,
-                cancel,
-                place: None,
-                ready,
-            }));
-        }
-        let place = st.recent.place(&text, offset);
-        let settings = &st.settings;
-        let (path, workspace) = workspace_of(&st, uri.as_ref());
-        let ask = Ask {
-            text,
-            tree: Some(snapshot.tree.clone()),
-            offset,
-            path,
-            workspace,
-            budget: Budget {
-                prefix_tokens: settings.prefix_tokens,
-                suffix_tokens: settings.suffix_tokens,
-                related_tokens: settings.related_tokens,
-            },
-            params: GenerationParams {
-                max_tokens: settings.max_tokens,
-                max_time: (settings.timeout_ms > 0)
-                    .then(|| Duration::from_millis(settings.timeout_ms)),
-                ..GenerationParams::default()
-            },
-            prompt_format: settings.prompt_format.clone(),
-            block_prompt: settings.block_prompt.clone(),
-            layout: crate::prompt::Layout::default(),
-            cold_window: true,
-        };
-        Ok(Some(Request {
-            id,
-            uri: uri.as_ref().to_owned(),
+        let mut request = Request {
+            uri,
             snapshot,
             offset,
             encoding,
             engine,
-            ask: Some(ask),
+            ask: None,
             word_len,
-            cancel,
-            place,
-            ready,
-        }))
+            place: None,
+            ready: None,
+            follow: None,
+        };
+        if let Some(ready) = st.recent.typed_along(&request.uri, &text, offset) {
+            // Whatever runs for this document is stale now; this answer needs no work.
+            if let Some(older) = st.in_flight.remove(&request.uri) {
+                older.cancel.cancel();
+            }
+            request.ready = Some(ready);
+            return Ok(Some(request));
+        }
+        request.follow = st.in_flight.get(&request.uri).and_then(|running| {
+            let typed = st
+                .recent
+                .typed_since(running.place.as_ref()?, &text, offset)?;
+            running.join(typed)
+        });
+        request.place = st.recent.place(&text, offset);
+        let ask = ask_for(st, &request.uri, text, &request.snapshot, offset);
+        if request.follow.is_some() {
+            // Kept in case the suggestion goes another way than the user typed.
+            request.ask = Some(ask);
+        } else {
+            request.follow = Some(self.start(st, &request, ask));
+        }
+        Ok(Some(request))
+    }
+
+    /// Starts computing a suggestion for `request`'s document (cancelling the older one) on a
+    /// task of its own, which remembers it for typing along when done.
+    fn start(&self, st: &mut State, request: &Request, ask: Ask) -> Follow {
+        st.next_request += 1;
+        let id = st.next_request;
+        let cancel = CancelToken::default();
+        let (running, progress, follow) = Running::new(id, request.place, cancel.clone());
+        if let Some(older) = st.in_flight.insert(request.uri.clone(), running) {
+            older.cancel.cancel();
+        }
+        let (state, engine, uri, place) = (
+            self.state.clone(),
+            request.engine.clone(),
+            request.uri.clone(),
+            request.place,
+        );
+        let asked = ask.clone();
+        tokio::spawn(async move {
+            let outcome = completion::suggest(engine.clone(), ask, cancel, |text| {
+                progress.send_modify(|p| p.text.push_str(text));
+            })
+            .await;
+            // The next request is likely after this one is accepted: compute its prompt ahead.
+            if let Ok(Some(suggestion)) = &outcome
+                && !suggestion.text.trim().is_empty()
+            {
+                let (engine, text) = (engine.clone(), suggestion.text.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = completion::warm_after(engine, asked, text).await {
+                        tracing::debug!("no prompt computed ahead: {e}");
+                    }
+                });
+            }
+            {
+                let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                if st.in_flight.get(&uri).is_some_and(|r| r.id == id) {
+                    st.in_flight.remove(&uri);
+                }
+                if let (Ok(Some(suggestion)), Some(place)) = (&outcome, place) {
+                    st.recent.remember(&uri, place, suggestion);
+                }
+            }
+            if let Err(e) = &outcome {
+                tracing::error!("suggestion failed: {e}");
+            }
+            progress.send_modify(|p| p.outcome = Some(outcome.map_err(|e| e.to_string())));
+        });
+        follow
     }
 
     /// Runs a request to its suggestion; `None` if it was superseded, cancelled, or the document
@@ -279,34 +303,48 @@ impl Backend {
             tracing::debug!("typed along the last suggestion: answered without the model");
             return Ok(Some((suggestion, request)));
         }
-        let Some(ask) = request.ask.take() else {
+        let Some(mut follow) = request.follow.take() else {
             return Ok(None);
         };
-        let outcome =
-            completion::suggest(request.engine.clone(), ask, request.cancel.clone()).await;
-        let current_version = {
+        let suggestion = loop {
+            let rest = match follow.end().await {
+                End::Finished(Ok(Some(suggestion))) => Recent::rest(&suggestion, &follow.typed),
+                End::Superseded => return Ok(None),
+                End::Finished(Err(message)) => {
+                    return Err(RpcError {
+                        code: tower_lsp_server::jsonrpc::ErrorCode::InternalError,
+                        message: format!("pyfill: {message}").into(),
+                        data: None,
+                    });
+                }
+                // Cancelled, or it went another way than the user typed.
+                End::Finished(Ok(None)) | End::Diverged => None,
+            };
+            if let Some(rest) = rest {
+                if !follow.typed.is_empty() {
+                    tracing::debug!("typed along the running suggestion: it went on");
+                }
+                break rest;
+            }
+            // A keystroke that waited for a suggestion it did not get asks the model itself,
+            // unless the document has changed since.
+            let Some(ask) = request.ask.take() else {
+                return Ok(None);
+            };
             let mut st = self.state();
-            if st.in_flight.get(&request.uri).map(|(id, _)| *id) == Some(request.id) {
-                st.in_flight.remove(&request.uri);
+            if st.documents.snapshot(&request.uri).map(|s| s.version)
+                != Some(request.snapshot.version)
+            {
+                return Ok(None);
             }
-            if let (Ok(Some(suggestion)), Some(place)) = (&outcome, request.place) {
-                st.recent.remember(&request.uri, place, suggestion);
-            }
-            st.documents.snapshot(&request.uri).map(|s| s.version)
+            follow = self.start(&mut st, &request, ask);
         };
-        let suggestion = match outcome {
-            Ok(Some(s)) => s,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                tracing::error!("suggestion failed: {e}");
-                return Err(RpcError {
-                    code: tower_lsp_server::jsonrpc::ErrorCode::InternalError,
-                    message: format!("pyfill: {e}").into(),
-                    data: None,
-                });
-            }
-        };
-        if current_version != Some(request.snapshot.version) || suggestion.text.is_empty() {
+        let current_version = self
+            .state()
+            .documents
+            .snapshot(&request.uri)
+            .map(|s| s.version);
+        if current_version != Some(request.snapshot.version) {
             return Ok(None);
         }
         Ok(Some((suggestion, request)))
@@ -314,21 +352,48 @@ impl Backend {
 }
 
 struct Request {
-    id: u64,
     uri: String,
     snapshot: Snapshot,
     offset: usize,
     encoding: Encoding,
     engine: Arc<Engine>,
-    /// Taken when the request runs.
+    /// What to ask the model, if this request has to start a suggestion of its own.
     ask: Option<Ask>,
     /// Length of the identifier before the cursor, which a completion item replaces.
     word_len: usize,
-    cancel: CancelToken,
     /// Where the cursor is, to remember the suggestion by.
     place: Option<Place>,
     /// The answer, when the user typed along a recent suggestion.
     ready: Option<Suggestion>,
+    /// The suggestion being computed that this request waits for.
+    follow: Option<Follow>,
+}
+
+/// What to ask the model for `text` (the text of `snapshot`) with the cursor at byte `offset`.
+fn ask_for(st: &State, uri: &str, text: String, snapshot: &Snapshot, offset: usize) -> Ask {
+    let settings = &st.settings;
+    let (path, workspace) = workspace_of(st, uri);
+    Ask {
+        text,
+        tree: Some(snapshot.tree.clone()),
+        offset,
+        path,
+        workspace,
+        budget: Budget {
+            prefix_tokens: settings.prefix_tokens,
+            suffix_tokens: settings.suffix_tokens,
+            related_tokens: settings.related_tokens,
+        },
+        params: GenerationParams {
+            max_tokens: settings.max_tokens,
+            max_time: (settings.timeout_ms > 0).then(|| Duration::from_millis(settings.timeout_ms)),
+            ..GenerationParams::default()
+        },
+        prompt_format: settings.prompt_format.clone(),
+        block_prompt: settings.block_prompt.clone(),
+        layout: crate::prompt::Layout::default(),
+        cold_window: true,
+    }
 }
 
 /// The document's path in its workspace folder, and the folder with the other open buffers in
@@ -467,17 +532,35 @@ impl LanguageServer for Backend {
 
     async fn shutdown(&self) -> RpcResult<()> {
         let mut st = self.state();
-        for (_, (_, cancel)) in st.in_flight.drain() {
-            cancel.cancel();
+        for (_, running) in st.in_flight.drain() {
+            running.cancel.cancel();
         }
         Ok(())
     }
 
     async fn did_open(&self, params: lsp::DidOpenTextDocumentParams) {
         let doc = params.text_document;
-        self.state()
-            .documents
-            .open(doc.uri.as_ref(), &doc.text, doc.version);
+        let uri = doc.uri.as_ref();
+        let warm = {
+            let mut st = self.state();
+            st.documents.open(uri, &doc.text, doc.version);
+            // Computed ahead for the end of the file, where new code is written (and whose
+            // prompt shares its start with any cursor's in a file that fits the window).
+            match (&st.engine, st.documents.snapshot(uri)) {
+                (EngineState::Ready(engine), Some(snapshot)) => {
+                    let end = doc.text.len();
+                    Some((engine.clone(), ask_for(&st, uri, doc.text, &snapshot, end)))
+                }
+                _ => None,
+            }
+        };
+        if let Some((engine, ask)) = warm {
+            tokio::spawn(async move {
+                if let Err(e) = completion::warm(engine, ask).await {
+                    tracing::debug!("no prompt computed ahead: {e}");
+                }
+            });
+        }
     }
 
     async fn did_change(&self, params: lsp::DidChangeTextDocumentParams) {
@@ -510,8 +593,8 @@ impl LanguageServer for Backend {
         let mut st = self.state();
         st.documents.close(uri.as_ref());
         st.recent.forget(uri.as_ref());
-        if let Some((_, cancel)) = st.in_flight.remove(uri.as_ref()) {
-            cancel.cancel();
+        if let Some(running) = st.in_flight.remove(uri.as_ref()) {
+            running.cancel.cancel();
         }
     }
 
