@@ -85,7 +85,9 @@ impl Recent {
             let rest = Self::rest(&s.suggestion, text.get(s.place.offset..offset)?)?;
             // Cheap tests first: most keystrokes differ from every remembered place.
             let after_hash = *after_hash.get_or_insert_with(|| self.hash(after));
-            if after_hash != s.place.after || self.typed_since(&s.place, text, offset).is_none() {
+            if after_hash != s.place.after
+                || self.hash(text.get(..s.place.offset)?) != s.place.before
+            {
                 return None;
             }
             Some(rest)

@@ -315,8 +315,8 @@ fn imports_before(tree: &Tree) -> Vec<Node<'_>> {
     out
 }
 
-/// Start of the prefix window, and the imports it no longer reaches as text (each on its own
-/// line) to put before it.
+/// Start of the prefix window, and what to put before it: the imports it no longer reaches
+/// (each on its own line) and the headers of the definitions it starts inside.
 fn prefix_window(
     tree: &Tree,
     text: &str,
@@ -362,7 +362,7 @@ fn prefix_window(
     // The headers of the functions and classes the window starts inside, so the model still
     // sees their names and parameters (the window then reads as valid code, less a docstring
     // or the first statements).
-    let mut headers = headers_around(tree, text, start);
+    let mut headers = headers_around(text, start);
     if !headers.is_empty() {
         let used = imports_used + count(&headers);
         if let Some(later) = lines_upward(
@@ -373,33 +373,56 @@ fn prefix_window(
         ) {
             start = settle(later.max(start));
         }
-        headers = headers_around(tree, text, start);
+        headers = headers_around(text, start);
     }
     imports_text.push_str(&headers);
     (start, imports_text)
 }
 
+/// Lines looked at above a window for the headers around it.
+const HEADER_SCAN_LINES: usize = 2000;
+
 /// The header lines (`def f(x):`, `class C(B):`) of the definitions whose bodies hold the line
-/// at `start` but start before it, outermost first.
-fn headers_around(tree: &Tree, text: &str, start: usize) -> String {
-    let Some(first) = text[start..]
-        .find(|c: char| !c.is_whitespace())
-        .map(|i| start + i)
-    else {
+/// at `start` but start before it, outermost first. Found from the indentation of the text above
+/// `start`, not from the tree: a half-typed line below can turn a whole definition into an
+/// error node from one keystroke to the next, and the prompt's start should not move with it.
+fn headers_around(text: &str, start: usize) -> String {
+    let Some(first) = text[start..].lines().find(|l| !l.trim().is_empty()) else {
         return String::new();
     };
+    let mut limit = indentation(first);
     let mut headers = Vec::new();
-    let mut node = tree.root_node().descendant_for_byte_range(first, first);
-    while let Some(n) = node {
-        if matches!(n.kind(), "function_definition" | "class_definition")
-            && n.start_byte() < start
-            && let Some(body) = n.child_by_field_name("body")
-            && body.start_byte() <= first
-            && let Some(header) = text.get(line_start_of(text, n.start_byte())..body.start_byte())
-        {
-            headers.push(format!("{}\n", header.trim_end()));
+    let above = &text[..start];
+    let mut end = above.len();
+    let mut scanned = 0;
+    while end > 0 && limit > 0 && scanned < HEADER_SCAN_LINES {
+        let body_end = end - usize::from(above[..end].ends_with('\n'));
+        let begin = above[..body_end].rfind('\n').map_or(0, |i| i + 1);
+        let line = &above[begin..body_end];
+        end = begin;
+        scanned += 1;
+        let indent = indentation(line);
+        if line.trim().is_empty() || indent >= limit {
+            continue;
         }
-        node = n.parent();
+        limit = indent;
+        let code = line.trim_start();
+        if !["def ", "async def ", "class "]
+            .iter()
+            .any(|k| code.starts_with(k))
+        {
+            continue;
+        }
+        // Through the line that ends the header with its colon.
+        let mut header = String::new();
+        for l in above[begin..].lines().take(8) {
+            header.push_str(l.trim_end());
+            header.push('\n');
+            if l.trim_end().ends_with(':') {
+                headers.push(header);
+                break;
+            }
+        }
     }
     headers.reverse();
     headers.concat()

@@ -118,7 +118,7 @@ fn prefix_window_starts_at_a_statement_and_keeps_the_imports() {
 
 #[test]
 fn a_window_inside_a_long_function_keeps_its_headers() {
-    let docstring = "    Explains at length.\n".repeat(30);
+    let docstring = "        Explains at length.\n".repeat(30);
     let fixture = format!(
         "import os\n\nclass Shop:\n    def total(self, items,\n              tax):\n        \"\"\"Sum.\n{docstring}        \"\"\"\n        s = 0\n        for item in items:\n            s += item\n        $0\n"
     );
@@ -143,6 +143,13 @@ fn a_window_inside_a_long_function_keeps_its_headers() {
     // A window that reaches the header needs none added.
     let whole = context_with(&fixture, Budget::default(), None, &());
     assert_eq!(whole.prefix.matches("class Shop:").count(), 1);
+    // A half-typed line (which turns the method into an error node) leaves them as they are.
+    let typing = fixture.replace("$0", "total = round(s * (1 + tax$0");
+    let c2 = context_with(&typing, budget, None, &());
+    assert_eq!(
+        c2.prefix.strip_suffix("total = round(s * (1 + tax"),
+        Some(c.prefix.as_str())
+    );
 }
 
 #[test]

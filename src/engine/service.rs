@@ -307,20 +307,22 @@ fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Work>, queued: &AtomicUsize)
     }
 }
 
-/// The cache a request runs in: the one holding most of its prompt, or, when none holds a
-/// useful part of it, the least recently used. A prompt that would take more than
-/// [`FOREGROUND_LIMIT`] tokens to compute there is swapped for its fallback when that saves
-/// [`FALLBACK_SAVING`] tokens in another cache, and itself becomes the background work. Returns the slot and whether the fallback runs.
+/// The cache a request runs in: the one holding (or being filled with, by the background rest
+/// of a prompt) most of its prompt, or, when none holds a useful part of it, the least recently
+/// used. A prompt that would take more than [`FOREGROUND_LIMIT`] tokens to compute there is
+/// swapped for its fallback when that saves [`FALLBACK_SAVING`] tokens in another cache, and
+/// itself becomes the background work. Returns the slot and whether the fallback runs.
 fn choose_slot(
     slots: &[KvCache],
     last_used: &[u64],
     request: &mut Request,
     warm: &mut Option<Warm>,
 ) -> (usize, bool) {
-    // A cache counts with what the background is computing into it: the rest of a prompt
-    // goes where its start is being computed, though little of it may be there yet.
+    // A cache counts with the rest of a prompt the background is computing into it (a
+    // request's own, not a guess): the rest of a prompt goes where its start is being
+    // computed, though little of it may be there yet. Ties go to the cache used last.
     let promised = |i: usize, tokens: &[u32]| match warm.as_ref() {
-        Some(w) if w.slot == i => common_prefix(&w.tokens, tokens),
+        Some(w) if w.slot == i && !w.low => common_prefix(&w.tokens, tokens),
         _ => 0,
     };
     let best = |tokens: &[u32], except: Option<usize>| {
@@ -328,11 +330,11 @@ fn choose_slot(
         let longest = candidates()
             .map(|i| {
                 let held = slots[i].common_prefix_len(tokens);
-                (held.max(promised(i, tokens)), i)
+                (held.max(promised(i, tokens)), last_used[i], i)
             })
             .max();
         match longest {
-            Some((n, i)) if n >= USEFUL_PREFIX.min(tokens.len()) => i,
+            Some((n, _, i)) if n >= USEFUL_PREFIX.min(tokens.len()) => i,
             _ => candidates().min_by_key(|&i| last_used[i]).unwrap_or(0),
         }
     };

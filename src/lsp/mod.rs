@@ -262,12 +262,25 @@ impl Backend {
             request.uri.clone(),
             request.place,
         );
-        let asked = ask.clone();
+        let asked = Ask {
+            cold_window: false,
+            ..ask.clone()
+        };
         tokio::spawn(async move {
-            let outcome = completion::suggest(engine.clone(), ask, cancel, |text| {
-                progress.send_modify(|p| p.text.push_str(text));
-            })
-            .await;
+            // On a task of its own, so a panic there still ends the waits with an error.
+            let generation = tokio::spawn({
+                let (engine, progress) = (engine.clone(), progress.clone());
+                async move {
+                    completion::suggest(engine, ask, cancel, |text| {
+                        progress.send_modify(|p| p.text.push_str(text));
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                }
+            });
+            let outcome = generation
+                .await
+                .unwrap_or_else(|e| Err(format!("the suggestion task failed: {e}")));
             // The next request is likely after this one is accepted: compute its prompt ahead.
             if let Ok(Some(suggestion)) = &outcome
                 && !suggestion.text.trim().is_empty()
@@ -291,7 +304,7 @@ impl Backend {
             if let Err(e) = &outcome {
                 tracing::error!("suggestion failed: {e}");
             }
-            progress.send_modify(|p| p.outcome = Some(outcome.map_err(|e| e.to_string())));
+            progress.send_modify(|p| p.outcome = Some(outcome));
         });
         follow
     }
@@ -309,7 +322,8 @@ impl Backend {
         let suggestion = loop {
             let rest = match follow.end().await {
                 End::Finished(Ok(Some(suggestion))) => Recent::rest(&suggestion, &follow.typed),
-                End::Superseded => return Ok(None),
+                // Cancelled (by a newer request), or a newer request joined it.
+                End::Finished(Ok(None)) | End::Superseded => return Ok(None),
                 End::Finished(Err(message)) => {
                     return Err(RpcError {
                         code: tower_lsp_server::jsonrpc::ErrorCode::InternalError,
@@ -317,8 +331,7 @@ impl Backend {
                         data: None,
                     });
                 }
-                // Cancelled, or it went another way than the user typed.
-                End::Finished(Ok(None)) | End::Diverged => None,
+                End::Diverged => None,
             };
             if let Some(rest) = rest {
                 if !follow.typed.is_empty() {
@@ -326,15 +339,19 @@ impl Backend {
                 }
                 break rest;
             }
-            // A keystroke that waited for a suggestion it did not get asks the model itself,
-            // unless the document has changed since.
+            // A keystroke that joined a suggestion which went another way (or that it typed
+            // all of) asks the model itself, unless newer text or a newer request came.
             let Some(ask) = request.ask.take() else {
                 return Ok(None);
             };
             let mut st = self.state();
-            if st.documents.snapshot(&request.uri).map(|s| s.version)
-                != Some(request.snapshot.version)
-            {
+            let newer_text = st.documents.snapshot(&request.uri).map(|s| s.version)
+                != Some(request.snapshot.version);
+            let newer_request = st
+                .in_flight
+                .get(&request.uri)
+                .is_some_and(|running| running.id != follow.id);
+            if newer_text || newer_request {
                 return Ok(None);
             }
             follow = self.start(&mut st, &request, ask);
@@ -549,7 +566,11 @@ impl LanguageServer for Backend {
             match (&st.engine, st.documents.snapshot(uri)) {
                 (EngineState::Ready(engine), Some(snapshot)) => {
                     let end = doc.text.len();
-                    Some((engine.clone(), ask_for(&st, uri, doc.text, &snapshot, end)))
+                    let ask = Ask {
+                        cold_window: false,
+                        ..ask_for(&st, uri, doc.text, &snapshot, end)
+                    };
+                    Some((engine.clone(), ask))
                 }
                 _ => None,
             }

@@ -52,6 +52,8 @@ pub struct Running {
 
 /// A request's hold on a running suggestion: it keeps the generation alive.
 pub struct Follow {
+    /// The running suggestion's id.
+    pub id: u64,
     progress: watch::Receiver<Progress>,
     /// Which join this is (0 for the request that started it).
     join: u64,
@@ -80,6 +82,7 @@ impl Running {
             waiters: Arc::downgrade(&keep),
         };
         let follow = Follow {
+            id,
             progress: rx,
             join: 0,
             _keep: keep,
@@ -110,6 +113,7 @@ impl Running {
             join = p.joined;
         });
         Some(Follow {
+            id: self.id,
             progress: self.progress.subscribe(),
             join,
             _keep: keep,
