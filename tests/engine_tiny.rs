@@ -444,6 +444,14 @@ fn long_prompts_answer_from_their_fallback_while_the_engine_computes_them() {
 }
 
 #[test]
+fn the_prefill_rate_is_known_from_load_on() {
+    let (_dir, path) = always("qwen2", "a");
+    let engine = Engine::start(&path).unwrap();
+    let rate = engine.prefill_rate().expect("measured at load");
+    assert!(rate.is_finite() && rate > 0.0, "{rate}");
+}
+
+#[test]
 fn warmed_prompts_are_computed_in_the_background_in_a_spare_cache() {
     let (_dir, path) = always("qwen2", "a");
     let engine = Engine::start(&path).unwrap();

@@ -81,16 +81,40 @@ pub fn relative_path(root: &Path, path: &Path) -> Option<String> {
     (!parts.is_empty()).then(|| parts.join("/"))
 }
 
-/// The window of the fallback prompt that answers while the engine computes the whole one:
-/// about two seconds of prefill on two cores, no related files. On the HumanEval line sample
-/// answers from it score 0.725 pass@1, as the whole window does (with 256 before: 0.692, 0.700
-/// with the enclosing headers kept; 320 and the headers: 0.708; 256 before and 64 after:
-/// 0.692).
+/// The window of the fallback prompt that answers while the engine computes the whole one, no
+/// related files; the most of it, for an engine that computes it in about [`COLD_PREFILL`]
+/// (see [`cold_budget`]). On the HumanEval line sample answers from it score 0.725 pass@1, as
+/// the whole window does (256 before: 0.692, 0.700 with the enclosing headers kept; 256 before
+/// and 64 after: 0.692).
 pub const COLD_BUDGET: Budget = Budget {
     prefix_tokens: 384,
     suffix_tokens: 32,
     related_tokens: 0,
 };
+
+/// Prefill time the small window is sized for.
+pub const COLD_PREFILL: std::time::Duration = std::time::Duration::from_millis(2000);
+
+/// The least the small window keeps before the cursor, however slow the engine.
+pub const COLD_MIN_PREFIX: usize = 256;
+
+/// The small window for an engine that computes prompts at `prefill_rate` tokens/s: as much
+/// before the cursor as fits in [`COLD_PREFILL`] with the suffix and markers, between
+/// [`COLD_MIN_PREFIX`] and [`COLD_BUDGET`]'s (which it is when the rate is unknown). On a slow
+/// or busy machine the first suggestion then still comes within [`COLD_TIME`], from less
+/// context.
+pub fn cold_budget(prefill_rate: Option<f64>) -> Budget {
+    let prefix_tokens = prefill_rate.map_or(COLD_BUDGET.prefix_tokens, |rate| {
+        let fits = (rate * COLD_PREFILL.as_secs_f64()) as usize;
+        // In steps of 32, so a rate measured a little differently gives the same window.
+        (fits.saturating_sub(COLD_BUDGET.suffix_tokens + 48) / 32 * 32)
+            .clamp(COLD_MIN_PREFIX, COLD_BUDGET.prefix_tokens)
+    });
+    Budget {
+        prefix_tokens,
+        ..COLD_BUDGET
+    }
+}
 
 /// The most a fallback answer may take, prefill included: the first suggestion on a freshly
 /// opened file comes within about 3 s on two cores, shortened if need be (a long statement is
@@ -145,11 +169,13 @@ pub struct Plan {
     pub context: Context,
 }
 
-/// `model_name` is the GGUF's `general.name` (it tells chat-tuned models).
+/// `model_name` is the GGUF's `general.name` (it tells chat-tuned models); `prefill_rate` (the
+/// engine's, tokens/s) sizes the small window ([`cold_budget`]).
 pub fn plan(
     tokenizer: &engine::Tokenizer,
     model_name: Option<&str>,
     ask: &Ask,
+    prefill_rate: Option<f64>,
 ) -> engine::Result<Plan> {
     let parsed;
     let tree = match &ask.tree {
@@ -205,7 +231,7 @@ pub fn plan(
     // When the engine has little of this prompt cached (a freshly opened file), a small
     // window answers first while the whole one is computed in the background.
     let fallback = if ask.cold_window && prompt.len() > engine::FOREGROUND_LIMIT {
-        let small = context::build(&source, &COLD_BUDGET, &count, &ask.workspace);
+        let small = context::build(&source, &cold_budget(prefill_rate), &count, &ask.workspace);
         Some(prompt_for(&small)?).filter(|p| p.len() < prompt.len())
     } else {
         None
@@ -244,7 +270,8 @@ pub async fn suggest(
 ) -> engine::Result<Option<Suggestion>> {
     let tokenizer = engine.tokenizer().clone();
     let name = engine.info().name.clone();
-    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, name.as_deref(), &ask))
+    let rate = engine.prefill_rate();
+    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, name.as_deref(), &ask, rate))
         .await
         .map_err(|e| engine::Error::Panicked(e.to_string()))??;
     if cancel.is_cancelled() {
@@ -288,7 +315,7 @@ pub async fn suggest(
 pub async fn warm(engine: Arc<Engine>, ask: Ask) -> engine::Result<()> {
     let tokenizer = engine.tokenizer().clone();
     let name = engine.info().name.clone();
-    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, name.as_deref(), &ask))
+    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, name.as_deref(), &ask, None))
         .await
         .map_err(|e| engine::Error::Panicked(e.to_string()))??;
     engine.warm(plan.request.prompt)
@@ -327,7 +354,7 @@ pub async fn warm_after(
         });
         ask.text = text;
         ask.offset = offset;
-        plan(&tokenizer, name.as_deref(), &ask).map(Some)
+        plan(&tokenizer, name.as_deref(), &ask, None).map(Some)
     })
     .await
     .map_err(|e| engine::Error::Panicked(e.to_string()))??;
@@ -366,7 +393,12 @@ pub fn after_accepting(text: &str, offset: usize, suggestion: &str) -> Option<(S
 /// Blocking: one suggestion from `engine` (for the command line and the eval; the language
 /// server drives the same steps asynchronously).
 pub fn complete(engine: &Engine, ask: &Ask) -> engine::Result<Suggestion> {
-    let plan = plan(engine.tokenizer(), engine.info().name.as_deref(), ask)?;
+    let plan = plan(
+        engine.tokenizer(),
+        engine.info().name.as_deref(),
+        ask,
+        engine.prefill_rate(),
+    )?;
     let finished = engine.generate(plan.request)?.wait()?;
     Ok(Suggestion {
         text: postprocess::tidy(&finished.text, &plan.context),
@@ -383,6 +415,18 @@ mod tests {
     fn at(fixture: &str) -> (String, usize) {
         let offset = fixture.find("$0").expect("cursor marker");
         (fixture.replace("$0", ""), offset)
+    }
+
+    #[test]
+    fn the_small_window_fits_the_engine_speed() {
+        assert_eq!(cold_budget(None), COLD_BUDGET);
+        assert_eq!(cold_budget(Some(400.0)), COLD_BUDGET);
+        assert_eq!(cold_budget(Some(200.0)).prefix_tokens, 320);
+        assert_eq!(cold_budget(Some(50.0)).prefix_tokens, COLD_MIN_PREFIX);
+        assert_eq!(
+            cold_budget(Some(50.0)).suffix_tokens,
+            COLD_BUDGET.suffix_tokens
+        );
     }
 
     #[test]

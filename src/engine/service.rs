@@ -3,7 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -39,6 +39,8 @@ pub struct Engine {
     jobs: Option<mpsc::Sender<Work>>,
     /// Jobs sent and not yet taken: background work yields to them between layers.
     queued: Arc<AtomicUsize>,
+    /// Prompt tokens per second lately (`f64` bits; 0 before any measurement).
+    rate: Arc<AtomicU64>,
     info: ModelInfo,
     tokenizer: Arc<Tokenizer>,
     thread: Option<JoinHandle<()>>,
@@ -105,6 +107,8 @@ impl Engine {
         let path = path.to_owned();
         let queued = Arc::new(AtomicUsize::new(0));
         let waiting = queued.clone();
+        let rate = Arc::new(AtomicU64::new(0));
+        let measured = rate.clone();
         let thread = std::thread::Builder::new()
             .name("pyfill-engine".into())
             .spawn(move || {
@@ -115,6 +119,7 @@ impl Engine {
                         return;
                     }
                 };
+                calibrate(&model, &measured);
                 let _ = ready_tx.send(Ok((model.info.clone(), model.tokenizer.clone())));
                 serve(&model, &jobs_rx, &waiting);
             })
@@ -123,6 +128,7 @@ impl Engine {
         Ok(Self {
             jobs: Some(jobs_tx),
             queued,
+            rate,
             info,
             tokenizer,
             thread: Some(thread),
@@ -135,6 +141,13 @@ impl Engine {
 
     pub fn tokenizer(&self) -> &Arc<Tokenizer> {
         &self.tokenizer
+    }
+
+    /// Prompt tokens computed per second, measured at load (it stays the same after, so what
+    /// depends on it, such as a window's size, does not move from one keystroke to the next).
+    pub fn prefill_rate(&self) -> Option<f64> {
+        let rate = f64::from_bits(self.rate.load(Ordering::Relaxed));
+        (rate > 0.0).then_some(rate)
     }
 
     /// Queues a request; text arrives on the returned generation's channel.
@@ -207,6 +220,40 @@ struct Warm {
     slot: usize,
     /// Asked through [`Engine::warm`] (a guess), not the rest of a prompt a request needed.
     low: bool,
+}
+
+/// Prompt tokens computed at load to measure the prefill rate (about a third of a second).
+const CALIBRATION_TOKENS: usize = 64;
+
+/// The prefill rate, from code tokens computed in a scratch cache.
+fn calibrate(model: &LoadedModel, rate: &AtomicU64) {
+    let Ok(mut tokens) = model.tokenizer.encode(
+        "def total(items):\n    return sum(item.price for item in items)\n",
+        false,
+    ) else {
+        return;
+    };
+    if tokens.is_empty() {
+        return;
+    }
+    while tokens.len() < CALIBRATION_TOKENS {
+        tokens.extend_from_within(..tokens.len().min(CALIBRATION_TOKENS - tokens.len()));
+    }
+    let mut cache = KvCache::new(model.model.n_layers());
+    let start = std::time::Instant::now();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        model
+            .model
+            .forward_until(&tokens, &mut cache, LogitsFor::None, &|| false)
+    }));
+    let time = start.elapsed();
+    if let Ok(Ok(_)) = outcome
+        && !time.is_zero()
+    {
+        let measured = tokens.len() as f64 / time.as_secs_f64();
+        rate.store(measured.to_bits(), Ordering::Relaxed);
+        tracing::debug!("prefill rate at load: {measured:.0} tokens/s");
+    }
 }
 
 fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Work>, queued: &AtomicUsize) {
