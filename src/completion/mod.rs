@@ -409,13 +409,8 @@ pub fn complete(engine: &Engine, ask: &Ask) -> engine::Result<Suggestion> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::recent::tests::at;
     use super::*;
-
-    /// `$0` marks the cursor.
-    fn at(fixture: &str) -> (String, usize) {
-        let offset = fixture.find("$0").expect("cursor marker");
-        (fixture.replace("$0", ""), offset)
-    }
 
     #[test]
     fn the_small_window_fits_the_engine_speed() {

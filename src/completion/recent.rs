@@ -123,12 +123,12 @@ impl Recent {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// `$0` marks the cursor.
-    fn at(fixture: &str) -> (String, usize) {
+    pub(crate) fn at(fixture: &str) -> (String, usize) {
         let offset = fixture.find("$0").expect("cursor marker");
         (fixture.replace("$0", ""), offset)
     }
