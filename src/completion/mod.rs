@@ -268,12 +268,10 @@ pub async fn suggest(
     cancel: engine::CancelToken,
     mut so_far: impl FnMut(&str) + Send,
 ) -> engine::Result<Option<Suggestion>> {
-    let tokenizer = engine.tokenizer().clone();
-    let name = engine.info().name.clone();
     let rate = engine.prefill_rate();
-    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, name.as_deref(), &ask, rate))
-        .await
-        .map_err(|e| engine::Error::Panicked(e.to_string()))??;
+    let Some(plan) = plan_blocking(&engine, rate, move || Some(ask)).await? else {
+        return Ok(None);
+    };
     if cancel.is_cancelled() {
         return Ok(None);
     }
@@ -310,58 +308,66 @@ pub async fn suggest(
     }))
 }
 
+/// Async: [`plan`] for the ask `make` gives (`None`: nothing to plan) on a blocking worker,
+/// never on the caller's async runtime.
+async fn plan_blocking(
+    engine: &Engine,
+    prefill_rate: Option<f64>,
+    make: impl FnOnce() -> Option<Ask> + Send + 'static,
+) -> engine::Result<Option<Plan>> {
+    let tokenizer = engine.tokenizer().clone();
+    let name = engine.info().name.clone();
+    tokio::task::spawn_blocking(move || {
+        make()
+            .map(|ask| plan(&tokenizer, name.as_deref(), &ask, prefill_rate))
+            .transpose()
+    })
+    .await
+    .map_err(|e| engine::Error::Panicked(e.to_string()))?
+}
+
 /// Async: computes the prompt `ask` would send into a spare cache, at low priority
 /// ([`Engine::warm`]), for a request expected soon.
 pub async fn warm(engine: Arc<Engine>, ask: Ask) -> engine::Result<()> {
-    let tokenizer = engine.tokenizer().clone();
-    let name = engine.info().name.clone();
-    let plan = tokio::task::spawn_blocking(move || plan(&tokenizer, name.as_deref(), &ask, None))
-        .await
-        .map_err(|e| engine::Error::Panicked(e.to_string()))??;
-    engine.warm(plan.request.prompt)
+    match plan_blocking(&engine, None, move || Some(ask)).await? {
+        Some(plan) => engine.warm(plan.request.prompt),
+        None => Ok(()),
+    }
 }
 
 /// Async: [`warm`] for what the user is expected to ask next after accepting `suggestion`, which
 /// was made for `ask` (see [`after_accepting`]).
-pub async fn warm_after(
-    engine: Arc<Engine>,
-    mut ask: Ask,
-    suggestion: String,
-) -> engine::Result<()> {
-    let tokenizer = engine.tokenizer().clone();
-    let name = engine.info().name.clone();
-    let plan = tokio::task::spawn_blocking(move || {
-        let Some((text, offset)) = after_accepting(&ask.text, ask.offset, &suggestion) else {
-            return Ok(None);
-        };
-        // Reparsed from the old tree, told what changed.
-        ask.tree = ask.tree.take().and_then(|mut tree| {
-            let point = |text: &str, at: usize| {
-                let line = context::line_start_of(text, at);
-                tree_sitter::Point::new(text[..line].matches('\n').count(), at - line)
-            };
-            // The texts agree after the edit: old[old_end..] is new[offset..].
-            let old_end = ask.text.len().checked_sub(text.len() - offset)?;
-            tree.edit(&tree_sitter::InputEdit {
-                start_byte: ask.offset,
-                old_end_byte: old_end,
-                new_end_byte: offset,
-                start_position: point(&ask.text, ask.offset),
-                old_end_position: point(&ask.text, old_end),
-                new_end_position: point(&text, offset),
-            });
-            crate::documents::python_parser().parse(&text, Some(&tree))
-        });
-        ask.text = text;
-        ask.offset = offset;
-        plan(&tokenizer, name.as_deref(), &ask, None).map(Some)
-    })
-    .await
-    .map_err(|e| engine::Error::Panicked(e.to_string()))??;
-    match plan {
+pub async fn warm_after(engine: Arc<Engine>, ask: Ask, suggestion: String) -> engine::Result<()> {
+    match plan_blocking(&engine, None, move || accepted(ask, &suggestion)).await? {
         Some(plan) => engine.warm(plan.request.prompt),
         None => Ok(()),
     }
+}
+
+/// `ask` moved to where [`after_accepting`] expects the user next, its tree reparsed from the
+/// old one, told what changed.
+fn accepted(mut ask: Ask, suggestion: &str) -> Option<Ask> {
+    let (text, offset) = after_accepting(&ask.text, ask.offset, suggestion)?;
+    ask.tree = ask.tree.take().and_then(|mut tree| {
+        let point = |text: &str, at: usize| {
+            let line = context::line_start_of(text, at);
+            tree_sitter::Point::new(text[..line].matches('\n').count(), at - line)
+        };
+        // The texts agree after the edit: old[old_end..] is new[offset..].
+        let old_end = ask.text.len().checked_sub(text.len() - offset)?;
+        tree.edit(&tree_sitter::InputEdit {
+            start_byte: ask.offset,
+            old_end_byte: old_end,
+            new_end_byte: offset,
+            start_position: point(&ask.text, ask.offset),
+            old_end_position: point(&ask.text, old_end),
+            new_end_position: point(&text, offset),
+        });
+        crate::documents::python_parser().parse(&text, Some(&tree))
+    });
+    ask.text = text;
+    ask.offset = offset;
+    Some(ask)
 }
 
 /// The text and cursor the user is expected to have next after accepting `suggestion` at

@@ -59,11 +59,7 @@ impl KvCache {
     }
 
     pub fn common_prefix_len(&self, tokens: &[u32]) -> usize {
-        self.tokens
-            .iter()
-            .zip(tokens)
-            .take_while(|(a, b)| a == b)
-            .count()
+        common_prefix(&self.tokens, tokens)
     }
 
     /// Writes `k`, `v` (`(n_kv_heads, n_new, head_dim)`) for the positions after the committed
@@ -106,4 +102,9 @@ fn write_at(buf: &mut Option<Tensor>, new: &Tensor, pos: usize) -> Result<Tensor
     };
     b.slice_set(&new.contiguous()?, 1, pos)?;
     Ok(b.narrow(1, 0, needed)?)
+}
+
+/// How many tokens `a` and `b` start with in common.
+pub fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }

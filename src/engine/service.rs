@@ -11,7 +11,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::error::{Error, Result};
 use super::generate::{self, CancelToken, FALLBACK_SAVING, FOREGROUND_LIMIT, Finished, Request};
-use super::kv_cache::KvCache;
+use super::kv_cache::{KvCache, common_prefix};
 use super::model::LogitsFor;
 use super::tokenizer::Tokenizer;
 use super::{Kernels, LoadedModel, ModelInfo};
@@ -414,10 +414,6 @@ fn choose_slot(
         *warm = None;
     }
     (slot, false)
-}
-
-fn common_prefix(a: &[u32], b: &[u32]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 /// The cache no request has used for longest.
