@@ -171,6 +171,12 @@ fn requests_without_a_usable_model_answer_empty_and_the_user_is_told() {
         text.contains("pyfill model fetch") && text.contains("`model` setting"),
         "{text}"
     );
+    // The status says what fixes it, for an editor's "fetch the model" button.
+    let status = client
+        .notification("pyfill/status", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(status["params"]["state"], "error", "{status}");
+    assert_eq!(status["params"]["modelMissing"], true, "{status}");
     client.open(URI, "x = 1\n");
     assert!(client.inline(URI, 0, 4).is_empty());
 
@@ -192,6 +198,57 @@ fn requests_without_a_usable_model_answer_empty_and_the_user_is_told() {
             .contains("broken.gguf"),
         "{message}"
     );
+    let status = client.call("pyfill/status", Value::Null);
+    assert_eq!(status["state"], "error", "{status}");
+    assert!(status.get("modelMissing").is_none(), "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("broken.gguf"),
+        "{status}"
+    );
+    assert_eq!(client.shutdown(), Some(0));
+}
+
+#[test]
+fn loading_is_reported_as_status_until_ready_and_disabling_says_so() {
+    let (_dir, path) = tiny(&TinyOptions::new("qwen2"));
+    let mut client = Client::start(&["--model", path.to_str().unwrap()], &[]);
+    client.initialize(Value::Null, &["utf-16"]);
+    let mut seen = Vec::new();
+    loop {
+        let status = client
+            .notification("pyfill/status", Duration::from_secs(60))
+            .expect("the status never became ready");
+        let params = status["params"].clone();
+        let state = params["state"].as_str().unwrap().to_owned();
+        seen.push(params);
+        if state != "loading" {
+            assert_eq!(state, "ready", "{seen:?}");
+            break;
+        }
+    }
+    let percentages: Vec<u64> = seen
+        .iter()
+        .filter_map(|s| s["percentage"].as_u64())
+        .collect();
+    assert_eq!(percentages.first(), Some(&0), "{seen:?}");
+    assert!(percentages.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
+    assert!(percentages.iter().any(|&p| p >= 90), "{seen:?}");
+    let ready = seen.last().unwrap();
+    assert_eq!(ready["model"], path.display().to_string(), "{ready}");
+    assert!(
+        ready["message"].as_str().unwrap().contains("model ready"),
+        "{ready}"
+    );
+    assert_eq!(client.call("pyfill/status", Value::Null), *ready);
+
+    client.notify(
+        "workspace/didChangeConfiguration",
+        json!({"settings": {"pyfill": {"enable": false}}}),
+    );
+    let status = client
+        .notification("pyfill/status", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(status["params"]["state"], "disabled", "{status}");
     assert_eq!(client.shutdown(), Some(0));
 }
 

@@ -14,6 +14,11 @@ pub struct GgufFile {
     path: PathBuf,
     content: gguf_file::Content,
     reader: BufReader<File>,
+    /// Bytes of tensor data in the file, and how many of them were read so far.
+    tensor_bytes: u64,
+    read_bytes: u64,
+    /// Told the fraction of tensor data read after each tensor.
+    progress: Option<Box<dyn FnMut(f32) + Send>>,
 }
 
 impl GgufFile {
@@ -42,6 +47,7 @@ impl GgufFile {
                 reason: "GGUF version 1 is not supported (need v2 or v3)".into(),
             });
         }
+        let mut tensor_bytes = 0u64;
         for (name, info) in &content.tensor_infos {
             let elems = info.shape.elem_count();
             let block = info.ggml_dtype.block_size();
@@ -53,6 +59,7 @@ impl GgufFile {
                 });
             }
             let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
+            tensor_bytes = tensor_bytes.saturating_add(bytes);
             let end = content
                 .tensor_data_offset
                 .saturating_add(info.offset)
@@ -70,7 +77,15 @@ impl GgufFile {
             path: path.to_owned(),
             content,
             reader,
+            tensor_bytes,
+            read_bytes: 0,
+            progress: None,
         })
+    }
+
+    /// Reports the fraction of tensor data read (0 to 1) to `progress` after each tensor.
+    pub fn report_progress(&mut self, progress: Box<dyn FnMut(f32) + Send>) {
+        self.progress = Some(progress);
     }
 
     pub fn path(&self) -> &Path {
@@ -175,13 +190,21 @@ impl GgufFile {
                 name: name.to_owned(),
             });
         }
-        self.content
+        let tensor = self
+            .content
             .tensor(&mut self.reader, name, device)
             .map_err(|e| Error::BadTensor {
                 path: self.path.clone(),
                 name: name.to_owned(),
                 reason: message(&e),
-            })
+            })?;
+        if let Some(progress) = &mut self.progress {
+            self.read_bytes = self
+                .read_bytes
+                .saturating_add(tensor.storage_size_in_bytes() as u64);
+            progress((self.read_bytes as f64 / self.tensor_bytes.max(1) as f64).min(1.0) as f32);
+        }
+        Ok(tensor)
     }
 
     /// A tensor with the shape the model code expects (candle order: rows first).

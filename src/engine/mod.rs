@@ -27,7 +27,7 @@ pub use generate::{
 pub use gguf::GgufFile;
 pub use kv_cache::KvCache;
 pub use model::{Kernels, LogitsFor, Model};
-pub use service::{Engine, Event, Generation};
+pub use service::{Engine, Event, Generation, LoadStage};
 pub use tokenizer::{FimIds, StreamDecoder, Tokenizer};
 
 /// What callers may know about a loaded model.
@@ -56,7 +56,19 @@ impl LoadedModel {
 
     /// [`LoadedModel::load`] with a choice of matrix kernels (tests compare them).
     pub fn load_with(path: &Path, kernels: Kernels) -> Result<Self> {
+        Self::load_reporting(path, kernels, None)
+    }
+
+    /// [`LoadedModel::load_with`], telling `progress` the fraction of weights read so far.
+    pub fn load_reporting(
+        path: &Path,
+        kernels: Kernels,
+        progress: Option<Box<dyn FnMut(f32) + Send>>,
+    ) -> Result<Self> {
         let mut gguf = GgufFile::open(path)?;
+        if let Some(progress) = progress {
+            gguf.report_progress(progress);
+        }
         let architecture = gguf.string("general.architecture")?.to_owned();
         if !matches!(architecture.as_str(), "qwen2" | "llama" | "phi2") {
             return Err(Error::UnsupportedArchitecture {

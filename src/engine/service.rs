@@ -2,9 +2,9 @@
 //! channel and receive text as it is generated; the async runtime never runs inference.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -15,6 +15,15 @@ use super::kv_cache::{KvCache, common_prefix};
 use super::model::LogitsFor;
 use super::tokenizer::Tokenizer;
 use super::{Kernels, LoadedModel, ModelInfo};
+
+/// How far [`Engine::start_reporting`] got.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LoadStage {
+    /// This fraction (0 to 1) of the weights is read.
+    Reading(f32),
+    /// Weights read; measuring the prefill rate (a short forward pass).
+    Measuring,
+}
 
 pub enum Event {
     /// New text, in order; the concatenation is the suggestion so far.
@@ -102,6 +111,17 @@ impl Engine {
 
     /// [`Engine::start`] with a choice of matrix kernels (the eval compares them).
     pub fn start_with(path: &Path, kernels: Kernels) -> Result<Self> {
+        Self::start_reporting(path, kernels, |_| {})
+    }
+
+    /// [`Engine::start_with`], telling `progress` how far loading got (on the engine thread).
+    pub fn start_reporting(
+        path: &Path,
+        kernels: Kernels,
+        progress: impl FnMut(LoadStage) + Send + 'static,
+    ) -> Result<Self> {
+        let progress = Arc::new(Mutex::new(progress));
+        let reading = progress.clone();
         let (jobs_tx, jobs_rx) = mpsc::channel::<Work>();
         let (ready_tx, ready_rx) = mpsc::channel();
         let path = path.to_owned();
@@ -112,14 +132,24 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("pyfill-engine".into())
             .spawn(move || {
-                let model = match LoadedModel::load_with(&path, kernels) {
+                let report = Box::new(move |fraction| {
+                    if let Ok(mut report) = reading.lock() {
+                        report(LoadStage::Reading(fraction));
+                    }
+                });
+                let model = match LoadedModel::load_reporting(&path, kernels, Some(report)) {
                     Ok(m) => m,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
+                if let Ok(mut report) = progress.lock() {
+                    report(LoadStage::Measuring);
+                }
                 calibrate(&model, &measured);
+                // The caller may wait for the last report before its own "ready".
+                drop(progress);
                 let _ = ready_tx.send(Ok((model.info.clone(), model.tokenizer.clone())));
                 serve(&model, &jobs_rx, &waiting);
             })

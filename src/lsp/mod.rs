@@ -6,6 +6,7 @@
 
 mod convert;
 mod running;
+mod status;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,16 +21,19 @@ use crate::completion::{self, Ask, FsWorkspace, Place, Recent, Suggestion};
 use crate::config::Settings;
 use crate::context::Budget;
 use crate::documents::{Documents, Encoding, Snapshot};
-use crate::engine::{CancelToken, Engine, GenerationParams};
+use crate::engine::{CancelToken, Engine, GenerationParams, Kernels, LoadStage};
 use crate::models;
 use running::{End, Follow, Running};
+use status::{Status, StatusNotification};
 
 /// Changes the log filter (`tracing` directives such as `info` or `pyfill=debug`).
 pub type LogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 /// Serves LSP on stdin/stdout until the client says exit.
 pub async fn serve(settings: Settings, log_level: LogLevel) {
-    let (service, socket) = LspService::new(|client| Backend::new(client, settings, log_level));
+    let (service, socket) = LspService::build(|client| Backend::new(client, settings, log_level))
+        .custom_method("pyfill/status", Backend::status)
+        .finish();
     Server::new(tokio::io::stdin(), tokio::io::stdout(), socket)
         .serve(service)
         .await;
@@ -60,6 +64,8 @@ struct State {
     roots: Vec<PathBuf>,
     /// Suggestions just given, to answer keystrokes that type along them.
     recent: Recent,
+    /// What the last `pyfill/status` said.
+    status: Status,
 }
 
 pub struct Backend {
@@ -85,6 +91,7 @@ impl Backend {
                 pending_warning: None,
                 roots: Vec::new(),
                 recent: Recent::default(),
+                status: Status::loading(None, 0, "starting"),
             })),
         }
     }
@@ -95,8 +102,9 @@ impl Backend {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads the model named by the settings on a blocking worker, with progress when the client
-    /// supports it. Requests meanwhile get empty answers.
+    /// Loads the model named by the settings on a blocking worker, reporting how far it got as
+    /// `pyfill/status` and, when the client supports it, `$/progress`. Requests meanwhile get
+    /// empty answers.
     fn start_loading(&self) {
         let (generation, settings, progress) = {
             let mut st = self.state();
@@ -112,27 +120,48 @@ impl Backend {
                 st.progress_supported,
             )
         };
-        if !settings.enable {
-            return;
-        }
         let client = self.client.clone();
         let state = self.state.clone();
+        if !settings.enable {
+            tokio::spawn(async move {
+                tell(&client, &state, generation, Status::disabled()).await;
+            });
+            return;
+        }
         tokio::spawn(async move {
             let path = match model_path(&settings) {
                 Ok(p) => p,
-                Err(message) => {
-                    fail_load(&state, generation, message.clone());
-                    client.show_message(lsp::MessageType::Error, message).await;
+                Err(missing) => {
+                    fail_load(&state, generation, missing.message.clone());
+                    let status = Status::error(
+                        Some(missing.path.display().to_string()),
+                        missing.message.clone(),
+                        true,
+                    );
+                    tell(&client, &state, generation, status).await;
+                    client
+                        .show_message(lsp::MessageType::Error, missing.message)
+                        .await;
                     return;
                 }
             };
+            let model = path.display().to_string();
+            let title = format!("loading {model}");
+            tell(
+                &client,
+                &state,
+                generation,
+                Status::loading(Some(model.clone()), 0, title.clone()),
+            )
+            .await;
             let ongoing = if progress {
                 let token = lsp::ProgressToken::String(format!("pyfill-load-{generation}"));
                 match client.create_work_done_progress(token.clone()).await {
                     Ok(()) => Some(
                         client
                             .progress(token, "pyfill")
-                            .with_message(format!("loading {}", path.display()))
+                            .with_percentage(0)
+                            .with_message(title.clone())
                             .begin()
                             .await,
                     ),
@@ -141,8 +170,40 @@ impl Backend {
             } else {
                 None
             };
+            let (stages_tx, mut stages) = tokio::sync::mpsc::unbounded_channel();
+            // Reports go out in order and end (the engine drops its sender) before "ready".
+            let reporter = {
+                let (client, state, model) = (client.clone(), state.clone(), model.clone());
+                tokio::spawn(async move {
+                    let mut shown = None;
+                    while let Some(stage) = stages.recv().await {
+                        let percentage = status::load_percentage(stage);
+                        // Steps of 5%: a few dozen messages, not one per tensor.
+                        if shown.is_some_and(|p| percentage < p + 5) {
+                            continue;
+                        }
+                        shown = Some(percentage);
+                        let message = match stage {
+                            LoadStage::Reading(_) => format!("loading {model}"),
+                            LoadStage::Measuring => "measuring speed".to_owned(),
+                        };
+                        if let Some(p) = &ongoing {
+                            p.report_with_message(message.clone(), percentage).await;
+                        }
+                        let status = Status::loading(Some(model.clone()), percentage, message);
+                        tell(&client, &state, generation, status).await;
+                    }
+                    ongoing
+                })
+            };
             let load_path = path.clone();
-            let loaded = tokio::task::spawn_blocking(move || Engine::start(&load_path)).await;
+            let loaded = tokio::task::spawn_blocking(move || {
+                Engine::start_reporting(&load_path, Kernels::Fast, move |stage| {
+                    let _ = stages_tx.send(stage);
+                })
+            })
+            .await;
+            let ongoing = reporter.await.ok().flatten();
             let outcome = match loaded {
                 Ok(Ok(engine)) => Ok(engine),
                 Ok(Err(e)) => Err(e.to_string()),
@@ -169,6 +230,13 @@ impl Backend {
                     if let Some(p) = ongoing {
                         p.finish_with_message(message.clone()).await;
                     }
+                    tell(
+                        &client,
+                        &state,
+                        generation,
+                        Status::ready(model, message.clone()),
+                    )
+                    .await;
                     client.log_message(lsp::MessageType::Info, message).await;
                 }
                 Err(message) => {
@@ -177,10 +245,17 @@ impl Backend {
                     if let Some(p) = ongoing {
                         p.finish_with_message("failed").await;
                     }
+                    let status = Status::error(Some(model), message.clone(), false);
+                    tell(&client, &state, generation, status).await;
                     client.show_message(lsp::MessageType::Error, message).await;
                 }
             }
         });
+    }
+
+    /// The last status sent (what a `pyfill/status` request gets).
+    async fn status(&self) -> RpcResult<Status> {
+        Ok(self.state().status.clone())
     }
 
     /// The snapshot, byte offset and engine for a request, and the suggestion it waits for:
@@ -454,19 +529,43 @@ fn fail_load(state: &Mutex<State>, generation: u64, message: String) {
     }
 }
 
-fn model_path(settings: &Settings) -> Result<PathBuf, String> {
+/// The default model is not where it should be.
+struct MissingModel {
+    path: PathBuf,
+    message: String,
+}
+
+fn model_path(settings: &Settings) -> Result<PathBuf, MissingModel> {
     if let Some(p) = &settings.model {
         return Ok(p.clone());
     }
-    let path = models::default_model_path().map_err(|e| e.to_string())?;
+    let path = models::default_model_path().map_err(|e| MissingModel {
+        path: PathBuf::new(),
+        message: format!("pyfill: {e}"),
+    })?;
     if path.exists() {
         Ok(path)
     } else {
-        Err(format!(
-            "pyfill: no model at {}: run `pyfill model fetch`, or set the `model` setting to a GGUF file",
-            path.display()
-        ))
+        Err(MissingModel {
+            message: format!(
+                "pyfill: no model at {}: run `pyfill model fetch`, or set the `model` setting to a GGUF file",
+                path.display()
+            ),
+            path,
+        })
     }
+}
+
+/// Records `status` as current and sends it, unless a newer load took over.
+async fn tell(client: &Client, state: &Mutex<State>, generation: u64, status: Status) {
+    {
+        let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.load_generation != generation {
+            return;
+        }
+        st.status = status.clone();
+    }
+    client.send_notification::<StatusNotification>(status).await;
 }
 
 /// The identifier characters right before `offset` (what the client's completion filter sees).
