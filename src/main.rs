@@ -145,6 +145,9 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(pyfill::lsp::serve(settings, log_level));
+            // The stdin reader may be blocked in a read that cannot be cancelled: do not wait
+            // for it after `exit`.
+            runtime.shutdown_background();
             Ok(())
         }
         Some(Command::Complete {

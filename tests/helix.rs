@@ -101,7 +101,10 @@ fn apply(text: &str, item: &Value) -> String {
         let line_start: usize = text.split_inclusive('\n').take(line).map(str::len).sum();
         line_start + column
     };
-    let (start, end) = (offset(&edit["range"]["start"]), offset(&edit["range"]["end"]));
+    let (start, end) = (
+        offset(&edit["range"]["start"]),
+        offset(&edit["range"]["end"]),
+    );
     format!(
         "{}{}{}",
         &text[..start],
@@ -245,7 +248,10 @@ fn helix_gets_the_real_model_suggestion_as_a_completion_item() {
     let items = list(&client.response(id, WAIT));
     assert_eq!(items.len(), 1, "{items:?}");
     let item = &items[0];
-    assert!(item["label"].as_str().unwrap().starts_with("return"), "{item}");
+    assert!(
+        item["label"].as_str().unwrap().starts_with("return"),
+        "{item}"
+    );
     assert_eq!(item["detail"], "pyfill");
     let applied = apply(text, item);
     assert!(

@@ -5,6 +5,7 @@
 //! concurrently, and a suggestion is only returned for the document version it was computed on.
 
 mod convert;
+mod framing;
 mod running;
 mod status;
 
@@ -33,8 +34,12 @@ pub type LogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub async fn serve(settings: Settings, log_level: LogLevel) {
     let (service, socket) = LspService::build(|client| Backend::new(client, settings, log_level))
         .custom_method("pyfill/status", Backend::status)
+        .custom_method("pyfill/invalidMessage", Backend::invalid_message)
         .finish();
-    Server::new(tokio::io::stdin(), tokio::io::stdout(), socket)
+    // Frames pass the guard first, so a bad one gets an error instead of stopping the reader.
+    let (guarded, input) = tokio::io::duplex(1 << 20);
+    tokio::spawn(framing::guard(tokio::io::stdin(), guarded));
+    Server::new(input, tokio::io::stdout(), socket)
         .serve(service)
         .await;
 }
@@ -251,6 +256,15 @@ impl Backend {
                 }
             }
         });
+    }
+
+    /// A frame the guard could not pass on: answered with its error.
+    async fn invalid_message(&self, params: framing::Invalid) -> RpcResult<()> {
+        Err(RpcError {
+            code: params.code.into(),
+            message: params.message.into(),
+            data: None,
+        })
     }
 
     /// The last status sent (what a `pyfill/status` request gets).

@@ -104,6 +104,13 @@ impl Client {
         let _ = stdin.flush();
     }
 
+    /// Bytes exactly as given (headers and body), for malformed frames.
+    pub fn send_raw_bytes(&self, bytes: &[u8]) {
+        let mut stdin = self.stdin.lock().unwrap();
+        let _ = stdin.write_all(bytes);
+        let _ = stdin.flush();
+    }
+
     /// The first message (from the backlog or the wire) that matches, within `timeout`.
     pub fn wait_for(&mut self, timeout: Duration, what: impl Fn(&Value) -> bool) -> Option<Value> {
         if let Some(i) = self.backlog.iter().position(&what) {
