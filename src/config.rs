@@ -63,6 +63,8 @@ impl Settings {
     pub fn merged(&self, update: &Value) -> Result<Settings, String> {
         let update = match update {
             Value::Null => return Ok(self.clone()),
+            // An empty Lua table is encoded as `[]` (Neovim's client sends that for no settings).
+            Value::Array(a) if a.is_empty() => return Ok(self.clone()),
             Value::Object(map) if map.len() == 1 && map.contains_key("pyfill") => &map["pyfill"],
             other => other,
         };
@@ -135,6 +137,7 @@ mod tests {
         assert!(!s.enable);
         assert_eq!(s.max_tokens, 12);
         assert_eq!(s.merged(&Value::Null).unwrap(), s);
+        assert_eq!(s.merged(&json!([])).unwrap(), s);
     }
 
     #[test]

@@ -77,6 +77,23 @@ fn writes_a_function_body_on_an_empty_line() {
 }
 
 #[test]
+fn a_body_written_after_typed_indentation_keeps_the_files_indent_unit() {
+    // The chat prompt ends in the typed indentation; without healing it the model wrote
+    // " if" there and indented every later line by 5 and 9 spaces.
+    let suggestion = complete("def fibonacci(n):\n    $0\n");
+    let lines: Vec<&str> = suggestion.lines().collect();
+    assert!(lines.len() > 1, "{suggestion:?}");
+    assert!(!lines[0].starts_with(' '), "{suggestion:?}");
+    for line in &lines[1..] {
+        let indent = line.len() - line.trim_start().len();
+        assert!(
+            line.trim().is_empty() || (indent >= 4 && indent % 4 == 0),
+            "{suggestion:?}"
+        );
+    }
+}
+
+#[test]
 fn model_path_prints_the_cache_location() {
     let out = pyfill(&["model", "path"]);
     assert!(out.status.success());

@@ -216,8 +216,9 @@ pub fn plan(
         "auto" => prompt::chat_tuned(model_name),
         _ => false,
     };
+    let chat_prompt = chat && context.empty_body;
     let prompt_for = |context: &Context| -> engine::Result<Vec<u32>> {
-        let chat = if chat && context.empty_body {
+        let chat = if chat_prompt {
             prompt::chat_block(tokenizer, context)?
         } else {
             None
@@ -243,10 +244,13 @@ pub fn plan(
             fallback_max_time: Some(COLD_TIME),
             params: ask.params.clone(),
             stop: Some(postprocess::stop_rule(&context)),
-            // The typing layout ends the prompt with the line so far (chat prompts, for empty
-            // bodies, only ever end in indentation).
-            heal: ask.layout == prompt::Layout::Typing
-                && !context.line_before.trim_start().is_empty(),
+            // The typing layout ends the prompt with the line so far. Chat prompts (for empty
+            // bodies) end in the indentation typed: one whitespace token the model never saw
+            // before a word (code has "   " + " if"), so it would write " if" and indent every
+            // line one space too far; it spells the indentation out again instead.
+            heal: (ask.layout == prompt::Layout::Typing
+                && !context.line_before.trim_start().is_empty())
+                || (chat_prompt && !context.line_before.is_empty()),
         },
         context,
     })
