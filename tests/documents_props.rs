@@ -183,7 +183,10 @@ fn assert_same_tree(got: &Tree, want: &Tree) {
 }
 
 fn assert_tree_is_fresh_parse(document: &Document) {
-    assert_same_tree(document.tree(), Document::new(&document.text(), 0).tree());
+    assert_same_tree(
+        document.tree().unwrap(),
+        Document::new(&document.text(), 0).tree().unwrap(),
+    );
 }
 
 // ---- Edit sequences. ----

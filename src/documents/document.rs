@@ -1,6 +1,11 @@
 //! One open buffer: applies LSP-style changes to its rope, keeps its tree-sitter tree in step by
 //! editing the old tree and reparsing incrementally, and hands out snapshots. Unit conversions
 //! are `line_index`'s business, not this file's.
+//!
+//! Work per keystroke must not grow with the file: even an incremental reparse walks every
+//! top-level statement (about 1 s for a 10 MB module here). So a document over
+//! [`LARGE_DOCUMENT`] keeps no tree, and a request on it, or on a very long line, reads an
+//! [`Excerpt`] around the cursor instead, parsed on its own.
 
 use ropey::Rope;
 use tree_sitter::{InputEdit, Parser, Point, Tree};
@@ -8,10 +13,24 @@ use tree_sitter::{InputEdit, Parser, Point, Tree};
 use super::line_index::{self, Located};
 use super::{Change, EditError, Encoding, Position, Range};
 
-/// An open Python buffer with its syntax tree, always describing the same text.
+/// Documents larger than this (bytes) keep no syntax tree.
+pub const LARGE_DOCUMENT: usize = 1 << 20;
+/// A cursor line longer than this (bytes) is read as an excerpt, even in a small document.
+pub const LONG_LINE: usize = 4 << 10;
+/// How much of the text before and after the cursor an excerpt keeps (bytes), and how much of
+/// a long cursor line.
+const EXCERPT_BEFORE: usize = 64 << 10;
+const EXCERPT_AFTER: usize = 16 << 10;
+const LINE_BEFORE: usize = 1 << 10;
+const LINE_AFTER: usize = 256;
+/// The leading lines an excerpt starts with (where imports are), at most this many bytes.
+const EXCERPT_HEAD: usize = 8 << 10;
+
+/// An open Python buffer with its syntax tree (none when over [`LARGE_DOCUMENT`]), always
+/// describing the same text.
 pub struct Document {
     rope: Rope,
-    tree: Tree,
+    tree: Option<Tree>,
     parser: Parser,
     version: i32,
 }
@@ -30,7 +49,7 @@ impl Document {
     pub fn new(text: &str, version: i32) -> Document {
         let rope = Rope::from_str(text);
         let mut parser = super::python_parser();
-        let tree = parse(&mut parser, &rope, None);
+        let tree = (rope.len_bytes() <= LARGE_DOCUMENT).then(|| parse(&mut parser, &rope, None));
         Document {
             rope,
             tree,
@@ -47,8 +66,9 @@ impl Document {
         self.rope.to_string()
     }
 
-    pub fn tree(&self) -> &Tree {
-        &self.tree
+    /// None for a document over [`LARGE_DOCUMENT`].
+    pub fn tree(&self) -> Option<&Tree> {
+        self.tree.as_ref()
     }
 
     /// Applies changes in order, each range read against the text the earlier ones left (as LSP
@@ -73,8 +93,10 @@ impl Document {
             match self.splice(range, &change.text, encoding) {
                 Ok(edit) => {
                     // After a full replacement the old tree is dropped anyway; editing it is moot.
-                    if reparse != Reparse::Fresh {
-                        self.tree.edit(&edit);
+                    if reparse != Reparse::Fresh
+                        && let Some(tree) = &mut self.tree
+                    {
+                        tree.edit(&edit);
                         reparse = Reparse::Incremental;
                     }
                 }
@@ -85,12 +107,17 @@ impl Document {
             }
         }
         // tree-sitter accepts several edits before one reparse, so a batch costs one parse.
-        match reparse {
-            Reparse::Nothing => {}
-            Reparse::Incremental => {
-                self.tree = parse(&mut self.parser, &self.rope, Some(&self.tree));
-            }
-            Reparse::Fresh => self.tree = parse(&mut self.parser, &self.rope, None),
+        if self.rope.len_bytes() > LARGE_DOCUMENT {
+            self.tree = None;
+        } else {
+            self.tree = match (reparse, self.tree.take()) {
+                (Reparse::Nothing, Some(tree)) => Some(tree),
+                (Reparse::Incremental, Some(old)) => {
+                    Some(parse(&mut self.parser, &self.rope, Some(&old)))
+                }
+                // Replaced, or back under the limit.
+                _ => Some(parse(&mut self.parser, &self.rope, None)),
+            };
         }
         errors
     }
@@ -125,12 +152,75 @@ impl Document {
 pub struct Snapshot {
     pub version: i32,
     pub rope: Rope,
-    pub tree: Tree,
+    /// None for a document over [`LARGE_DOCUMENT`].
+    pub tree: Option<Tree>,
+}
+
+/// Part of a document to build a prompt from, when the whole is too large to read per request:
+/// the document's first lines (its imports), then the text around the cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Excerpt {
+    pub text: String,
+    /// The cursor, as a byte offset into `text`.
+    pub offset: usize,
 }
 
 impl Snapshot {
     pub fn text(&self) -> String {
         self.rope.to_string()
+    }
+
+    /// What to read for a request at byte `offset`: None when the whole document and its tree
+    /// will do; an [`Excerpt`] when the document has no tree (too large) or the cursor's line
+    /// is longer than [`LONG_LINE`]. Its size does not depend on the document's.
+    pub fn excerpt(&self, offset: usize) -> Option<Excerpt> {
+        let rope = &self.rope;
+        let offset = offset.min(rope.len_bytes());
+        let line = rope.byte_to_line(offset);
+        let line_start = rope.line_to_byte(line);
+        let line_end = rope.line_to_byte((line + 1).min(rope.len_lines()));
+        if self.tree.is_some() && line_end - line_start <= LONG_LINE {
+            return None;
+        }
+        let floor = |byte: usize| floor_char(rope, byte);
+        let ceil = |byte: usize| ceil_char(rope, byte);
+        let (mut start, mut end);
+        if line_end - line_start > LONG_LINE {
+            // The middle of the cursor's line only.
+            start = floor(offset.saturating_sub(LINE_BEFORE).max(line_start));
+            end = ceil((offset + LINE_AFTER).min(line_end));
+        } else {
+            start = offset.saturating_sub(EXCERPT_BEFORE);
+            end = (offset + EXCERPT_AFTER).min(rope.len_bytes());
+            // Whole lines where a line break is near; else a cut inside a (long) line.
+            let after_start = rope.line_to_byte(rope.byte_to_line(start) + 1);
+            start = if start == 0 || after_start > line_start {
+                floor(start)
+            } else {
+                after_start
+            };
+            let end_line_start = rope.line_to_byte(rope.byte_to_line(end));
+            end = if end == rope.len_bytes() || end_line_start < line_end {
+                ceil(end)
+            } else {
+                end_line_start
+            };
+        }
+        let mut text = String::new();
+        if start > 0 {
+            let mut head_end = 0;
+            for l in 0..rope.len_lines() {
+                let next = rope.line_to_byte(l + 1);
+                if next > EXCERPT_HEAD || next > start {
+                    break;
+                }
+                head_end = next;
+            }
+            text.push_str(&rope.byte_slice(..head_end).to_string());
+        }
+        let at = text.len() + (offset - start);
+        text.push_str(&rope.byte_slice(start..end).to_string());
+        Some(Excerpt { text, offset: at })
     }
 
     /// Byte offset of an LSP position. A column past its line's end clamps to the line's end
@@ -144,6 +234,22 @@ impl Snapshot {
     /// character means that character's start.
     pub fn position(&self, offset: usize, encoding: Encoding) -> Position {
         line_index::position(&self.rope, offset, encoding)
+    }
+}
+
+/// The start of the character holding `byte`.
+fn floor_char(rope: &Rope, byte: usize) -> usize {
+    let byte = byte.min(rope.len_bytes());
+    rope.char_to_byte(rope.byte_to_char(byte))
+}
+
+/// `byte` if a character starts there, else the start of the next one.
+fn ceil_char(rope: &Rope, byte: usize) -> usize {
+    let floor = floor_char(rope, byte);
+    if floor == byte.min(rope.len_bytes()) {
+        floor
+    } else {
+        rope.char_to_byte(rope.byte_to_char(byte) + 1)
     }
 }
 

@@ -16,7 +16,7 @@ mod tests;
 
 use std::collections::HashMap;
 
-pub use document::{Document, Snapshot};
+pub use document::{Document, Excerpt, LARGE_DOCUMENT, LONG_LINE, Snapshot};
 
 /// How LSP positions count characters within a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

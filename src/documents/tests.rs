@@ -28,7 +28,7 @@ fn offset(text: &str, position: Position, encoding: Encoding) -> Result<usize, E
 /// Walks both trees in step: same shape, kinds, byte ranges and points as a fresh parse.
 fn assert_tree_is_fresh_parse(document: &Document) {
     let fresh = Document::new(&document.text(), 0);
-    assert_same_tree(document.tree(), fresh.tree());
+    assert_same_tree(document.tree().unwrap(), fresh.tree().unwrap());
 }
 
 fn assert_same_tree(got: &Tree, want: &Tree) {
@@ -338,4 +338,81 @@ proptest! {
         prop_assert_eq!(edit.new_end_byte, edit.start_byte + inserted.len());
         prop_assert_eq!(edit.new_end_position, obvious_point(&new, edit.new_end_byte));
     }
+}
+
+/// A module of `n` small functions after two imports, and its text.
+fn big_module(n: usize) -> String {
+    let mut text = String::from("import os\nfrom typing import List\n\n");
+    for i in 0..n {
+        text.push_str(&format!("def f{i}(x):\n    return x * {i}\n\n"));
+    }
+    text
+}
+
+#[test]
+fn a_large_document_keeps_no_tree_and_requests_read_an_excerpt() {
+    let text = big_module(40_000);
+    assert!(text.len() > LARGE_DOCUMENT);
+    let document = Document::new(&text, 1);
+    assert!(document.tree().is_none());
+    let cursor = text.find("def f20000(x):\n    return").unwrap() + "def f20000(x):\n    ".len();
+    let excerpt = document.snapshot().excerpt(cursor).unwrap();
+    // Bounded: the head, 64 KiB before and 16 KiB after (whole lines), not the document.
+    assert!(excerpt.text.len() < 90 << 10, "{}", excerpt.text.len());
+    assert!(
+        excerpt
+            .text
+            .starts_with("import os\nfrom typing import List\n")
+    );
+    let (before, after) = excerpt.text.split_at(excerpt.offset);
+    assert!(text[..cursor].ends_with(&before[before.len() - 200..]));
+    assert!(text[cursor..].starts_with(after));
+    assert!(after.ends_with('\n'));
+    // The excerpt's own lines are whole: the part after the head starts a line.
+    let body = &excerpt.text[excerpt.text.find("\ndef ").unwrap() + 1..];
+    assert!(body.starts_with("def f"), "{}", &body[..40]);
+}
+
+#[test]
+fn the_tree_comes_back_when_a_large_document_shrinks() {
+    let text = big_module(40_000);
+    let mut document = Document::new(&text, 1);
+    let lines = text.matches('\n').count() as u32;
+    // Delete all but the first 1,000 lines.
+    document.apply(&[edit((1_000, 0), (lines, 0), "")], 2, Encoding::Utf8);
+    assert!(document.tree().is_some());
+    assert_tree_is_fresh_parse(&document);
+    assert!(document.snapshot().excerpt(10).is_none());
+    document.apply(
+        &[Change {
+            range: None,
+            text: text.clone(),
+        }],
+        3,
+        Encoding::Utf8,
+    );
+    assert!(document.tree().is_none());
+}
+
+#[test]
+fn a_long_cursor_line_is_read_around_the_cursor_on_character_boundaries() {
+    // 2-byte characters, so cut points at odd offsets must move to a character's start.
+    let long = format!("data = \"{}\"\n", "é".repeat(20_000));
+    let text = format!("import json\n\n{long}x = 1\n");
+    let document = Document::new(&text, 1);
+    assert!(document.tree().is_some());
+    for cursor in [13 + 10_001, 13 + 10_002, 13 + 30_000] {
+        let cursor = (0..=cursor)
+            .rev()
+            .find(|&b| text.is_char_boundary(b))
+            .unwrap();
+        let excerpt = document.snapshot().excerpt(cursor).unwrap();
+        assert!(excerpt.text.len() < 4 << 10, "{}", excerpt.text.len());
+        assert!(excerpt.text.starts_with("import json\n\n"));
+        let (before, after) = excerpt.text.split_at(excerpt.offset);
+        assert!(text[..cursor].ends_with(&before["import json\n\n".len()..]));
+        assert!(text[cursor..].starts_with(after));
+    }
+    // Short lines in a small document need no excerpt.
+    assert!(document.snapshot().excerpt(text.len() - 2).is_none());
 }

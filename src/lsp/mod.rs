@@ -479,9 +479,14 @@ struct Request {
 fn ask_for(st: &State, uri: &str, text: String, snapshot: &Snapshot, offset: usize) -> Ask {
     let settings = &st.settings;
     let (path, workspace) = workspace_of(st, uri);
+    // A large document or a long line: the prompt is built from the text around the cursor.
+    let (text, offset, tree) = match snapshot.excerpt(offset) {
+        Some(excerpt) => (excerpt.text, excerpt.offset, None),
+        None => (text, offset, snapshot.tree.clone()),
+    };
     Ask {
         text,
-        tree: Some(snapshot.tree.clone()),
+        tree,
         offset,
         path,
         workspace,
