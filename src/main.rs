@@ -125,7 +125,12 @@ fn init_logging() -> pyfill::lsp::LogLevel {
     let (filter, handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
-        .with(fmt::layer().with_writer(std::io::stderr))
+        // Colour codes only for a terminal: editors show stderr in their log windows.
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .init();
     std::sync::Arc::new(move |directives: &str| {
         let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
