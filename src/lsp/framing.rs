@@ -56,6 +56,20 @@ pub fn content_length(block: &[u8]) -> Result<usize, String> {
     length.ok_or_else(|| "no Content-Length header".to_owned())
 }
 
+/// The body length a header block announces. On error, also the length announced by the last
+/// `Content-Length` header inside it, if that one reads well on its own (what follows a
+/// miscounted body: its tail, then the next frame's header).
+fn header_length(block: &[u8]) -> Result<usize, (String, Option<usize>)> {
+    content_length(block).map_err(|problem| {
+        let last = block
+            .windows(MARKER.len())
+            .rposition(|w| w == MARKER)
+            .filter(|&at| at > 0)
+            .and_then(|at| content_length(&block[at..]).ok());
+        (problem, last)
+    })
+}
+
 /// Checks a body as tower-lsp will read it: UTF-8 JSON that is a JSON-RPC request,
 /// notification or response.
 pub fn check_body(body: &[u8]) -> Result<(), (Value, Invalid)> {
@@ -70,11 +84,15 @@ pub fn check_body(body: &[u8]) -> Result<(), (Value, Invalid)> {
     };
     let text =
         std::str::from_utf8(body).map_err(|e| parse_error(format!("body is not UTF-8: {e}")))?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| parse_error(format!("body is not JSON: {e}")))?;
-    if Response::deserialize(&value).is_ok() || Request::deserialize(&value).is_ok() {
+    // From the text itself, as tower-lsp reads it: through a `Value` a repeated key would pass
+    // here (the last one wins) and then stop tower-lsp's reader.
+    if serde_json::from_str::<Request>(text).is_ok()
+        || serde_json::from_str::<Response>(text).is_ok()
+    {
         return Ok(());
     }
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| parse_error(format!("body is not JSON: {e}")))?;
     let id = match value.get("id") {
         Some(id @ (Value::String(_) | Value::Null)) => id.clone(),
         Some(Value::Number(n)) if n.is_i64() => Value::Number(n.clone()),
@@ -122,9 +140,20 @@ pub async fn guard(input: impl AsyncRead + Unpin, mut output: impl AsyncWrite + 
                 continue;
             }
         };
-        let length = match content_length(&block) {
+        let length = match header_length(&block) {
             Ok(n) => n,
-            Err(problem) => {
+            Err((problem, Some(n))) => {
+                // Garbage ran into a good header (the tail of a body whose length was
+                // miscounted): report it and read the frame that header announces.
+                if write_invalid(&mut output, Value::Null, PARSE_ERROR, problem)
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                n
+            }
+            Err((problem, None)) => {
                 if write_invalid(&mut output, Value::Null, PARSE_ERROR, problem)
                     .await
                     .is_err()
@@ -164,6 +193,9 @@ async fn read_header_block(
     loop {
         let mut line = Vec::new();
         let limit = (MAX_HEADER + 2).saturating_sub(block.len()) as u64;
+        if limit == 0 {
+            return Err(format!("headers longer than {MAX_HEADER} bytes"));
+        }
         let n = (&mut *input)
             .take(limit)
             .read_until(b'\n', &mut line)
@@ -304,6 +336,11 @@ mod tests {
         let (id, _) = check_body(br#"{"jsonrpc":"2.0","id":{"a":1},"method":"x"}"#).unwrap_err();
         assert_eq!(id, Value::Null);
         assert!(check_body(br#"{"jsonrpc":"2.0","id":5,"method":7}"#).is_err());
+        // serde_json::Value keeps the last of repeated keys; tower-lsp refuses them.
+        let (_, invalid) =
+            check_body(br#"{"jsonrpc":"2.0","method":"initialized","params":{},"params":{}}"#)
+                .unwrap_err();
+        assert_eq!(invalid.code, INVALID_REQUEST);
     }
 
     async fn guarded(input: &[u8]) -> String {
@@ -335,6 +372,37 @@ mod tests {
         assert!(frames[3].ends_with(good));
         assert!(frames[4].contains("limit"));
         assert!(frames[5].ends_with(good));
+    }
+
+    #[tokio::test]
+    async fn a_miscounted_body_costs_only_itself() {
+        // Content-Length counted in characters, not bytes: the body's tail runs into the next
+        // header, which must still be read.
+        let short = r#"{"jsonrpc":"2.0","method":"x","params":"é"}"#;
+        let good = r#"{"jsonrpc":"2.0","id":2,"method":"shutdown"}"#;
+        let input = format!(
+            "Content-Length: {}\r\n\r\n{short}{}",
+            short.chars().count(),
+            frame(good)
+        );
+        let out = guarded(input.as_bytes()).await;
+        assert!(out.ends_with(&frame(good)), "{out}");
+        // A stray line before a good header costs nothing else either.
+        let input = format!("garbage\r\n{}", frame(good));
+        assert!(guarded(input.as_bytes()).await.ends_with(&frame(good)));
+    }
+
+    #[tokio::test]
+    async fn whitespace_filling_the_header_limit_is_an_error_not_the_end() {
+        let good = r#"{"jsonrpc":"2.0","method":"exit"}"#;
+        let input = format!("{}\n{}", " ".repeat(MAX_HEADER + 1), frame(good));
+        let out = guarded(input.as_bytes()).await;
+        assert!(
+            out.contains("headers longer"),
+            "{}",
+            &out[..200.min(out.len())]
+        );
+        assert!(out.ends_with(&frame(good)));
     }
 
     #[tokio::test]

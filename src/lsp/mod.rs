@@ -71,6 +71,9 @@ struct State {
     recent: Recent,
     /// What the last `pyfill/status` said.
     status: Status,
+    /// Taken while a status is checked against the load generation and sent, so an older load's
+    /// status cannot go out after a newer one's.
+    status_order: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub struct Backend {
@@ -97,6 +100,7 @@ impl Backend {
                 roots: Vec::new(),
                 recent: Recent::default(),
                 status: Status::loading(None, 0, "starting"),
+                status_order: Arc::default(),
             })),
         }
     }
@@ -577,6 +581,12 @@ fn model_path(settings: &Settings) -> Result<PathBuf, MissingModel> {
 
 /// Records `status` as current and sends it, unless a newer load took over.
 async fn tell(client: &Client, state: &Mutex<State>, generation: u64, status: Status) {
+    let order = state
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .status_order
+        .clone();
+    let _turn = order.lock().await;
     {
         let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
         if st.load_generation != generation {
