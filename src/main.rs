@@ -375,14 +375,19 @@ fn fetch(index_url: Option<&str>) -> Result<()> {
     let spec = models::default_model();
     let dir = models::models_dir()?;
     let index = models::index_url(index_url);
-    let bar = indicatif::ProgressBar::new(spec.size).with_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )?
-        .progress_chars("=> "),
-    );
-    let path = models::fetch(&spec, &index, &dir, &bar)?;
-    bar.finish_and_clear();
+    let path = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(spec.size).with_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:40!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )?
+            .progress_chars("=> "),
+        );
+        let path = models::fetch(&spec, &index, &dir, &bar)?;
+        bar.finish_and_clear();
+        path
+    } else {
+        models::fetch(&spec, &index, &dir, &models::Lines::default())?
+    };
     eprintln!(
         "{} ({} bytes, sha256 {}) is ready",
         path.display(),

@@ -122,6 +122,38 @@ impl Progress for Quiet {
     fn message(&self, _: &str) {}
 }
 
+/// Progress as plain lines on stderr, for a pipe (an editor running `pyfill model fetch`): the
+/// current step, and `NN% (x of y MB)` each time another 5% is done.
+#[derive(Default)]
+pub struct Lines {
+    total: std::sync::atomic::AtomicU64,
+    done: std::sync::atomic::AtomicU64,
+    shown: std::sync::atomic::AtomicU64,
+}
+
+impl Progress for Lines {
+    fn set_total(&self, bytes: u64) {
+        self.total
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn advance(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let done = self.done.fetch_add(bytes, Relaxed) + bytes;
+        let total = self.total.load(Relaxed).max(1);
+        let percent = (done.min(total) * 100 / total) / 5 * 5;
+        if self.shown.fetch_max(percent + 1, Relaxed) < percent + 1 {
+            eprintln!(
+                "{percent}% ({} of {} MB)",
+                done / 1_000_000,
+                total / 1_000_000
+            );
+        }
+    }
+    fn message(&self, text: &str) {
+        eprintln!("{text}");
+    }
+}
+
 impl Progress for indicatif::ProgressBar {
     fn set_total(&self, bytes: u64) {
         self.set_length(bytes);

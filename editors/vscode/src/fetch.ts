@@ -20,19 +20,29 @@ export function fetchModel(binary: string, output: vscode.LogOutputChannel): The
         const started = Date.now();
         const child = spawn(binary, ['model', 'fetch'], { stdio: ['ignore', 'pipe', 'pipe'] });
         let lastLine = '';
+        let percent = 0;
         const onText = (chunk: Buffer) => {
           for (const line of chunk.toString('utf8').split(/[\r\n]+/)) {
             if (line.trim()) {
               lastLine = line.trim();
               output.info(`[model fetch] ${lastLine}`);
+              // Off a terminal, the download reports lines like "45% (221 of 491 MB)".
+              const done = /^(\d+)% \((.*)\)$/.exec(lastLine);
+              if (done) {
+                const now = Number(done[1]);
+                progress.report({ increment: Math.max(0, now - percent), message: done[2] });
+                percent = Math.max(percent, now);
+              }
             }
           }
         };
         child.stdout.on('data', onText);
         child.stderr.on('data', onText);
-        // The download's own progress bar is drawn only on a terminal: show that time passes.
+        // Verifying and assembling print no percentage: show that time passes.
         const ticker = setInterval(() => {
-          progress.report({ message: `${Math.round((Date.now() - started) / 1000)} s` });
+          if (percent === 0 || percent >= 100) {
+            progress.report({ message: `${lastLine} (${Math.round((Date.now() - started) / 1000)} s)` });
+          }
         }, 1000);
         const cancel = token.onCancellationRequested(() => child.kill());
         child.on('error', (error) => {
