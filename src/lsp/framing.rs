@@ -418,3 +418,80 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod props {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Splits the guard's output into frame bodies; fails on anything that is not a frame.
+    fn frames(out: &[u8]) -> Vec<Vec<u8>> {
+        let mut rest = out;
+        let mut bodies = Vec::new();
+        while !rest.is_empty() {
+            let header_end = rest
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .expect("a header block");
+            let length = content_length(&rest[..header_end + 2]).expect("a good header");
+            let body = &rest[header_end + 4..header_end + 4 + length];
+            bodies.push(body.to_vec());
+            rest = &rest[header_end + 4 + length..];
+        }
+        bodies
+    }
+
+    /// Garbage: arbitrary bytes, often line breaks and header-like text, never the marker.
+    fn garbage() -> impl Strategy<Value = Vec<u8>> {
+        prop::collection::vec(
+            prop_oneof![
+                any::<u8>().prop_map(|b| vec![b]),
+                Just(b"\r\n".to_vec()),
+                Just(b"\r\n\r\n".to_vec()),
+                Just(b": ".to_vec()),
+                Just(b"Content-Type: x".to_vec()),
+                Just(b"Conte".to_vec()),
+                Just(b"{\"jsonrpc\":\"2.0\"".to_vec()),
+            ],
+            0..40,
+        )
+        .prop_map(|parts| parts.concat())
+        .prop_filter("no marker", |g| !g.windows(MARKER.len()).any(|w| w == MARKER))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// Random garbage between good frames: every good frame comes through, in order, and
+        /// the output is always well-formed frames of JSON-RPC that tower-lsp can read.
+        #[test]
+        fn good_frames_survive_any_garbage_around_them(
+            chunks in prop::collection::vec((garbage(), 0u32..1000), 1..12)
+        ) {
+            let mut input = Vec::new();
+            let mut sent = Vec::new();
+            for (junk, id) in &chunks {
+                input.extend_from_slice(junk);
+                let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"pyfill/status"}}"#);
+                input.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+                input.extend_from_slice(body.as_bytes());
+                sent.push(body.into_bytes());
+            }
+            let mut out = Vec::new();
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(guard(&input[..], &mut out));
+            let bodies = frames(&out);
+            for body in &bodies {
+                prop_assert!(check_body(body).is_ok(), "{}", String::from_utf8_lossy(body));
+            }
+            let passed: Vec<&Vec<u8>> = bodies
+                .iter()
+                .filter(|b| !b.windows(13).any(|w| w == b"invalidMessag"))
+                .collect();
+            prop_assert_eq!(passed, sent.iter().collect::<Vec<_>>());
+        }
+    }
+}
