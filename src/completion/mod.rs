@@ -173,10 +173,11 @@ pub struct Plan {
 /// engine's, tokens/s) sizes the small window ([`cold_budget`]).
 pub fn plan(
     tokenizer: &engine::Tokenizer,
-    model_name: Option<&str>,
+    model: &engine::ModelInfo,
     ask: &Ask,
     prefill_rate: Option<f64>,
 ) -> engine::Result<Plan> {
+    let model_name = model.name.as_deref();
     let parsed;
     let tree = match &ask.tree {
         Some(tree) => tree,
@@ -203,7 +204,8 @@ pub fn plan(
         offset: ask.offset,
         path: ask.path.as_deref(),
     };
-    let context = context::build(&source, &ask.budget, &count, &ask.workspace);
+    let budget = fit_to_context(&ask.budget, model.context_length, ask.params.max_tokens);
+    let context = context::build(&source, &budget, &count, &ask.workspace);
     let repository = ask
         .workspace
         .root
@@ -232,7 +234,12 @@ pub fn plan(
     // When the engine has little of this prompt cached (a freshly opened file), a small
     // window answers first while the whole one is computed in the background.
     let fallback = if ask.cold_window && prompt.len() > engine::FOREGROUND_LIMIT {
-        let small = context::build(&source, &cold_budget(prefill_rate), &count, &ask.workspace);
+        let small = fit_to_context(
+            &cold_budget(prefill_rate),
+            model.context_length,
+            ask.params.max_tokens,
+        );
+        let small = context::build(&source, &small, &count, &ask.workspace);
         Some(prompt_for(&small)?).filter(|p| p.len() < prompt.len())
     } else {
         None
@@ -312,6 +319,27 @@ pub async fn suggest(
     }))
 }
 
+/// Tokens a prompt's template (markers, file headers, a chat preamble) may add to its context.
+const TEMPLATE_TOKENS: usize = 64;
+
+/// `budget`, shrunk in proportion where the model's context could not hold it together with the
+/// template and room to generate (`max_tokens`, at most a quarter of the context).
+fn fit_to_context(budget: &Budget, context_length: usize, max_tokens: usize) -> Budget {
+    let room = context_length
+        .saturating_sub(max_tokens.min(context_length / 4))
+        .saturating_sub(TEMPLATE_TOKENS);
+    let total = budget.prefix_tokens + budget.suffix_tokens + budget.related_tokens;
+    if total <= room {
+        return *budget;
+    }
+    let scale = |n: usize| n * room / total.max(1);
+    Budget {
+        prefix_tokens: scale(budget.prefix_tokens),
+        suffix_tokens: scale(budget.suffix_tokens),
+        related_tokens: scale(budget.related_tokens),
+    }
+}
+
 /// Async: [`plan`] for the ask `make` gives (`None`: nothing to plan) on a blocking worker,
 /// never on the caller's async runtime.
 async fn plan_blocking(
@@ -320,10 +348,10 @@ async fn plan_blocking(
     make: impl FnOnce() -> Option<Ask> + Send + 'static,
 ) -> engine::Result<Option<Plan>> {
     let tokenizer = engine.tokenizer().clone();
-    let name = engine.info().name.clone();
+    let model = engine.info().clone();
     tokio::task::spawn_blocking(move || {
         make()
-            .map(|ask| plan(&tokenizer, name.as_deref(), &ask, prefill_rate))
+            .map(|ask| plan(&tokenizer, &model, &ask, prefill_rate))
             .transpose()
     })
     .await
@@ -405,7 +433,7 @@ pub fn after_accepting(text: &str, offset: usize, suggestion: &str) -> Option<(S
 pub fn complete(engine: &Engine, ask: &Ask) -> engine::Result<Suggestion> {
     let plan = plan(
         engine.tokenizer(),
-        engine.info().name.as_deref(),
+        engine.info(),
         ask,
         engine.prefill_rate(),
     )?;
@@ -421,6 +449,33 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::recent::tests::at;
     use super::*;
+
+    #[test]
+    fn budgets_shrink_to_fit_the_models_context() {
+        let budget = Budget {
+            prefix_tokens: 1024,
+            suffix_tokens: 256,
+            related_tokens: 384,
+        };
+        assert_eq!(fit_to_context(&budget, 32_768, 64), budget);
+        // 512 tokens of context, 64 to generate, 64 for the template: 384 for the parts.
+        let small = fit_to_context(&budget, 512, 64);
+        assert_eq!(
+            small,
+            Budget {
+                prefix_tokens: 236,
+                suffix_tokens: 59,
+                related_tokens: 88,
+            }
+        );
+        assert!(small.prefix_tokens + small.suffix_tokens + small.related_tokens <= 384);
+        // A huge maxTokens keeps at most a quarter of the context for generating.
+        let huge = fit_to_context(&budget, 512, 65_536);
+        assert_eq!(
+            huge.prefix_tokens + huge.suffix_tokens + huge.related_tokens,
+            318
+        );
+    }
 
     #[test]
     fn the_small_window_fits_the_engine_speed() {

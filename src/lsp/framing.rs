@@ -457,7 +457,9 @@ mod props {
             0..40,
         )
         .prop_map(|parts| parts.concat())
-        .prop_filter("no marker", |g| !g.windows(MARKER.len()).any(|w| w == MARKER))
+        .prop_filter("no marker", |g| {
+            !g.windows(MARKER.len()).any(|w| w == MARKER)
+        })
     }
 
     proptest! {
