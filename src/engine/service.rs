@@ -50,6 +50,8 @@ pub struct Engine {
     queued: Arc<AtomicUsize>,
     /// Prompt tokens per second lately (`f64` bits; 0 before any measurement).
     rate: Arc<AtomicU64>,
+    /// Background prompts computed to the end so far.
+    warmed: Arc<AtomicUsize>,
     info: ModelInfo,
     tokenizer: Arc<Tokenizer>,
     thread: Option<JoinHandle<()>>,
@@ -129,6 +131,8 @@ impl Engine {
         let waiting = queued.clone();
         let rate = Arc::new(AtomicU64::new(0));
         let measured = rate.clone();
+        let warmed = Arc::new(AtomicUsize::new(0));
+        let finished_warm = warmed.clone();
         let thread = std::thread::Builder::new()
             .name("pyfill-engine".into())
             .spawn(move || {
@@ -151,7 +155,7 @@ impl Engine {
                 // The caller may wait for the last report before its own "ready".
                 drop(progress);
                 let _ = ready_tx.send(Ok((model.info.clone(), model.tokenizer.clone())));
-                serve(&model, &jobs_rx, &waiting);
+                serve(&model, &jobs_rx, &waiting, &finished_warm);
             })
             .map_err(Error::Spawn)?;
         let (info, tokenizer) = ready_rx.recv().map_err(|_| Error::EngineGone)??;
@@ -159,6 +163,7 @@ impl Engine {
             jobs: Some(jobs_tx),
             queued,
             rate,
+            warmed,
             info,
             tokenizer,
             thread: Some(thread),
@@ -220,6 +225,11 @@ impl Engine {
             .ok_or(Error::EngineGone)?
             .send(Work::Warm(prompt))
             .map_err(|_| Error::EngineGone)
+    }
+
+    /// How many prompts given to [`Engine::warm`] were computed to the end so far.
+    pub fn warmed(&self) -> usize {
+        self.warmed.load(Ordering::SeqCst)
     }
 }
 
@@ -286,7 +296,12 @@ fn calibrate(model: &LoadedModel, rate: &AtomicU64) {
     }
 }
 
-fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Work>, queued: &AtomicUsize) {
+fn serve(
+    model: &LoadedModel,
+    jobs: &mpsc::Receiver<Work>,
+    queued: &AtomicUsize,
+    warmed: &AtomicUsize,
+) {
     let mut slots: Vec<KvCache> = (0..SLOTS)
         .map(|_| KvCache::new(model.model.n_layers()))
         .collect();
@@ -310,7 +325,7 @@ fn serve(model: &LoadedModel, jobs: &mpsc::Receiver<Work>, queued: &AtomicUsize)
             Some(_) => match jobs.try_recv() {
                 Ok(work) => work,
                 Err(mpsc::TryRecvError::Empty) => {
-                    warm_step(model, &mut slots, &mut warm, queued);
+                    warm_step(model, &mut slots, &mut warm, queued, warmed);
                     continue;
                 }
                 Err(mpsc::TryRecvError::Disconnected) => return,
@@ -460,6 +475,7 @@ fn warm_step(
     slots: &mut [KvCache],
     warm: &mut Option<Warm>,
     queued: &AtomicUsize,
+    warmed: &AtomicUsize,
 ) {
     let Some(w) = warm.as_ref() else {
         return;
@@ -468,6 +484,9 @@ fn warm_step(
     let reused = cache.common_prefix_len(&w.tokens);
     cache.truncate(reused);
     if reused + 1 >= w.tokens.len() {
+        if w.low {
+            warmed.fetch_add(1, Ordering::SeqCst);
+        }
         *warm = None;
         return;
     }
