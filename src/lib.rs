@@ -15,6 +15,7 @@ pub mod context;
 pub mod documents;
 pub mod engine;
 pub mod eval;
+pub mod fault;
 pub mod lsp;
 pub mod models;
 pub mod postprocess;

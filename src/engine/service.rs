@@ -227,6 +227,12 @@ impl Engine {
             .map_err(|_| Error::EngineGone)
     }
 
+    /// Whether the engine thread still runs (it dies only on a bug outside its per-request
+    /// guards; the server then starts a new engine).
+    pub fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     /// How many prompts given to [`Engine::warm`] were computed to the end so far.
     pub fn warmed(&self) -> usize {
         self.warmed.load(Ordering::SeqCst)
@@ -352,6 +358,9 @@ fn serve(
             }
         };
         queued.fetch_sub(1, Ordering::SeqCst);
+        if crate::fault::fire("engine-panic") {
+            panic!("injected fault: the engine thread dies");
+        }
         let Job {
             mut request,
             cancel,

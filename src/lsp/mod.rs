@@ -6,6 +6,7 @@
 
 mod convert;
 mod framing;
+mod panics;
 mod running;
 mod status;
 
@@ -40,7 +41,7 @@ pub async fn serve(settings: Settings, log_level: LogLevel) {
     let (guarded, input) = tokio::io::duplex(1 << 20);
     tokio::spawn(framing::guard(tokio::io::stdin(), guarded));
     Server::new(input, tokio::io::stdout(), socket)
-        .serve(service)
+        .serve(panics::CatchPanics(service))
         .await;
 }
 
@@ -74,6 +75,8 @@ struct State {
     /// Taken while a status is checked against the load generation and sent, so an older load's
     /// status cannot go out after a newer one's.
     status_order: Arc<tokio::sync::Mutex<()>>,
+    /// A request found the engine thread gone (it may still be unwinding).
+    engine_died: bool,
 }
 
 pub struct Backend {
@@ -101,6 +104,7 @@ impl Backend {
                 recent: Recent::default(),
                 status: Status::loading(None, 0, "starting"),
                 status_order: Arc::default(),
+                engine_died: false,
             })),
         }
     }
@@ -292,6 +296,13 @@ impl Backend {
             .offset(convert::position(position), encoding)
             .map_err(|e| RpcError::invalid_params(e.to_string()))?;
         let engine = match &st.engine {
+            EngineState::Ready(engine) if st.engine_died || !engine.alive() => {
+                st.engine_died = false;
+                tracing::error!("the engine thread stopped; loading the model again");
+                drop(guard);
+                self.start_loading();
+                return Ok(None);
+            }
             EngineState::Ready(engine) => engine.clone(),
             EngineState::Failed(why) => {
                 tracing::debug!("no suggestion: {why}");
@@ -362,13 +373,19 @@ impl Backend {
         tokio::spawn(async move {
             // On a task of its own, so a panic there still ends the waits with an error.
             let generation = tokio::spawn({
-                let (engine, progress) = (engine.clone(), progress.clone());
+                let (engine, progress, state) = (engine.clone(), progress.clone(), state.clone());
                 async move {
                     completion::suggest(engine, ask, cancel, |text| {
                         progress.send_modify(|p| p.text.push_str(text));
                     })
                     .await
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| {
+                        if matches!(e, crate::engine::Error::EngineGone) {
+                            // The next request starts a new engine.
+                            lock(&state).engine_died = true;
+                        }
+                        e.to_string()
+                    })
                 }
             });
             let outcome = generation
@@ -542,6 +559,10 @@ fn workspace_of(st: &State, uri: &str) -> (Option<String>, FsWorkspace) {
             open,
         },
     )
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn fail_load(state: &Mutex<State>, generation: u64, message: String) {
@@ -797,6 +818,9 @@ impl LanguageServer for Backend {
         &self,
         params: lsp::InlineCompletionParams,
     ) -> RpcResult<Option<lsp::InlineCompletionResponse>> {
+        if crate::fault::fire("handler-panic") {
+            panic!("injected fault: an inline completion handler fails");
+        }
         let at = params.text_document_position_params;
         let Some(request) = self.begin_request(&at.text_document.uri, at.position)? else {
             return Ok(empty_inline());
