@@ -152,7 +152,8 @@ e2e() {
     mkdir -p "$work"/{config,data,state,cache,project}
     printf '%s\n' "$original" >"$file"
 
-    remote() { "$nvim" --server "$sock" --remote-expr "$1" 2>/dev/null; }
+    # Bounded: an editor stuck at a prompt must fail the test, not hang it.
+    remote() { timeout 20 "$nvim" --server "$sock" --remote-expr "$1" 2>/dev/null; }
     probe() { remote "v:lua.pyfill_probe.$1"; }
     keys() { tmux -S "$tmux_sock" send-keys -t "$label" "$@"; }
     diagnose() {

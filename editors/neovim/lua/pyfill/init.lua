@@ -236,7 +236,7 @@ function M.set_enabled(on)
       if on then
         module.attach(bufnr, client.id)
       else
-        module.detach(bufnr)
+        (module.pause or module.detach)(bufnr)
       end
     end
   end

@@ -50,6 +50,13 @@ function M.attach(bufnr, client_id)
   watch_latency(client_id)
 end
 
+--- Suggestions off (`:PyfillDisable`): the server, told `enable = false`, answers every request
+--- with nothing. Neovim's completor stays attached: turning it off while a request is in flight
+--- makes 0.12-dev's handler index a client state it has already dropped (an error prompt that
+--- blocks the editor).
+---@param _bufnr integer
+function M.pause(_bufnr) end
+
 ---@param bufnr integer
 function M.detach(bufnr)
   if vim.api.nvim_buf_is_valid(bufnr) then
