@@ -76,6 +76,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Sustained typing: keys at a fixed rate over several open documents, a request after
+    /// each; prints latency p50/p99, unanswered requests and the server's memory (see
+    /// `benches/load.sh`)
+    Load {
+        /// The workspace folder.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// Files under the root, one open document each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Keystrokes per second, over all documents.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// How long to type, in seconds.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Server settings (`initializationOptions`), as JSON.
+        #[arg(long, default_value = "{}")]
+        settings: String,
+        /// One JSON line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// HumanEval infilling, editor style: suggestions go through the editor's path and the
     /// problems' tests decide (see `benches/humaneval.sh`, which fetches the data).
     Eval {
@@ -232,6 +255,43 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
                     o.remove("samples");
                 }
                 writeln!(stdout, "{summary}")?;
+            } else {
+                write!(stdout, "{}", report.table())?;
+            }
+            Ok(())
+        }
+        Some(Command::Load {
+            root,
+            files,
+            rate,
+            seconds,
+            settings,
+            json,
+        }) => {
+            let mut server_args = Vec::new();
+            if let Some(model) = &cli.model {
+                server_args.extend(["--model".to_owned(), model.display().to_string()]);
+            }
+            if let Some(threads) = cli.threads {
+                server_args.extend(["--threads".to_owned(), threads.to_string()]);
+            }
+            let options = pyfill::replay::load::Options {
+                server: pyfill::replay::Options {
+                    root,
+                    files,
+                    lines: 1,
+                    interval: std::time::Duration::ZERO,
+                    server: std::env::current_exe()?,
+                    server_args,
+                    settings: serde_json::from_str(&settings).context("--settings is not JSON")?,
+                },
+                rate,
+                duration: std::time::Duration::from_secs(seconds),
+            };
+            let report = pyfill::replay::load::run(&options)?;
+            let mut stdout = std::io::stdout();
+            if json {
+                writeln!(stdout, "{}", serde_json::to_value(&report)?)?;
             } else {
                 write!(stdout, "{}", report.table())?;
             }

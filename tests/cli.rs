@@ -243,3 +243,58 @@ fn replay_types_lines_through_the_server_and_reports() {
     assert_eq!(written.lines().count(), words + 1);
     assert!(written.contains("\"line\":5"), "{written}");
 }
+
+/// Sustained typing over five documents on a tiny model: every request is answered, none fails,
+/// and the server's memory does not grow with the keystrokes. (Latency under load is for
+/// `benches/load.sh` on the real model.)
+#[test]
+fn load_answers_every_request_and_memory_stays_flat() {
+    let (_model_dir, model) = common::tiny(&common::TinyOptions {
+        always: Some(common::token_id("a")),
+        context: 32_768,
+        ..common::TinyOptions::new("qwen2")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for i in 0..5 {
+        let name = format!("module_{i}.py");
+        std::fs::write(
+            dir.path().join(&name),
+            format!(
+                "import os\n\n\ndef handler_{i}(request):\n    total_count = len(request.items) + {i}\n    return total_count\n"
+            ),
+        )
+        .unwrap();
+        files.push(name);
+    }
+    let mut args = vec![
+        "--model",
+        model.to_str().unwrap(),
+        "load",
+        "--root",
+        dir.path().to_str().unwrap(),
+        "--rate",
+        "40",
+        "--seconds",
+        "8",
+        "--settings",
+        r#"{"maxTokens": 8}"#,
+        "--json",
+    ];
+    args.extend(files.iter().map(String::as_str));
+    let out = pyfill(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(report["documents"], 5, "{report}");
+    assert!(report["requests"].as_u64().unwrap() > 100, "{report}");
+    assert_eq!(report["answered"], report["requests"], "{report}");
+    assert_eq!(report["unanswered"], 0, "{report}");
+    assert_eq!(report["errors"], 0, "{report}");
+    assert!(report["with_suggestion"].as_u64().unwrap() > 0, "{report}");
+    if let (Some(start), Some(end)) = (
+        report["rss_start_mb"].as_f64(),
+        report["rss_end_mb"].as_f64(),
+    ) {
+        assert!(end < start + 64.0, "memory grew from {start} to {end} MB");
+    }
+}

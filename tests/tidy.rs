@@ -64,3 +64,27 @@ fn every_module_says_what_it_owns() {
         }
     }
 }
+
+/// Privacy: the only network code is the model download, and only `pyfill model fetch` runs it.
+#[test]
+fn only_the_model_download_touches_the_network() {
+    for needle in [
+        "ureq",
+        "std::net",
+        "TcpStream",
+        "UdpSocket",
+        "reqwest",
+        "hyper::",
+    ] {
+        let offenders = used_outside("models.rs", needle);
+        assert!(
+            offenders.is_empty(),
+            "{needle} used outside src/models.rs: {offenders:?}"
+        );
+    }
+    let offenders = used_outside("main.rs", "models::fetch(");
+    assert!(
+        offenders.is_empty(),
+        "the download started outside the CLI's `model fetch`: {offenders:?}"
+    );
+}

@@ -48,7 +48,7 @@ pub struct Options {
 }
 
 /// Longest wait for one answer (a cold request on a slow machine included).
-const ANSWER_LIMIT: Duration = Duration::from_secs(180);
+pub(super) const ANSWER_LIMIT: Duration = Duration::from_secs(180);
 
 pub fn run(options: &Options, progress: &mut dyn FnMut(&Sample)) -> Result<Report, Error> {
     let mut samples = Vec::new();
@@ -85,7 +85,7 @@ pub fn run(options: &Options, progress: &mut dyn FnMut(&Sample)) -> Result<Repor
     ))
 }
 
-fn file_uri(path: &Path) -> String {
+pub(super) fn file_uri(path: &Path) -> String {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
     url::Url::from_file_path(&absolute)
         .map(|u| u.to_string())
@@ -171,15 +171,15 @@ impl Session<'_> {
     }
 }
 
-struct Server {
-    child: Child,
+pub(super) struct Server {
+    pub(super) child: Child,
     stdin: ChildStdin,
     incoming: Receiver<Value>,
     next_id: i64,
 }
 
 impl Server {
-    fn start(options: &Options) -> Result<Server, Error> {
+    pub(super) fn start(options: &Options) -> Result<Server, Error> {
         let spawn_err = |source| Error::Spawn {
             exe: options.server.clone(),
             source,
@@ -234,18 +234,23 @@ impl Server {
             .map_err(|_| Error::Gone)
     }
 
-    fn notify(&mut self, method: &str, params: Value) -> Result<(), Error> {
+    pub(super) fn notify(&mut self, method: &str, params: Value) -> Result<(), Error> {
         self.send(&json!({"jsonrpc": "2.0", "method": method, "params": params}))
     }
 
-    fn request(&mut self, method: &str, params: Value) -> Result<i64, Error> {
+    pub(super) fn request(&mut self, method: &str, params: Value) -> Result<i64, Error> {
         self.next_id += 1;
         let id = self.next_id;
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
         Ok(id)
     }
 
-    fn inline(&mut self, uri: &str, line: usize, character: usize) -> Result<i64, Error> {
+    pub(super) fn inline(
+        &mut self,
+        uri: &str,
+        line: usize,
+        character: usize,
+    ) -> Result<i64, Error> {
         self.request(
             "textDocument/inlineCompletion",
             json!({"textDocument": {"uri": uri},
@@ -255,7 +260,7 @@ impl Server {
     }
 
     /// Handles one incoming message: answers the server's own requests; returns the rest.
-    fn receive(&mut self, timeout: Duration) -> Result<Option<Value>, Error> {
+    pub(super) fn receive(&mut self, timeout: Duration) -> Result<Option<Value>, Error> {
         match self.incoming.recv_timeout(timeout) {
             Ok(message) => {
                 if message.get("method").is_some() && message.get("id").is_some() {
@@ -320,7 +325,7 @@ impl Server {
         }
     }
 
-    fn shutdown(mut self) {
+    pub(super) fn shutdown(mut self) {
         if let Ok(id) = self.request("shutdown", Value::Null) {
             let _ = self.answer(id, Duration::from_secs(10));
         }

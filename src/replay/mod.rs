@@ -9,10 +9,11 @@
 //! real server process over JSON-RPC.
 
 mod driver;
+pub mod load;
 
 use std::time::Duration;
 
-pub use driver::{Options, run};
+pub use driver::{Error, Options, run};
 
 /// One line to retype: where it is and what is on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
