@@ -280,7 +280,12 @@ pub async fn suggest(
     mut so_far: impl FnMut(&str) + Send,
 ) -> engine::Result<Option<Suggestion>> {
     let rate = engine.prefill_rate();
-    let Some(plan) = plan_blocking(&engine, rate, move || Some(ask)).await? else {
+    // Typing outruns the model: a request superseded while it waited for a blocking worker
+    // skips its planning (tokenizing the whole window) instead of adding to the backlog.
+    let skip = cancel.clone();
+    let Some(plan) =
+        plan_blocking(&engine, rate, move || (!skip.is_cancelled()).then_some(ask)).await?
+    else {
         return Ok(None);
     };
     if cancel.is_cancelled() {

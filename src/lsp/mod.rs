@@ -28,6 +28,9 @@ use crate::models;
 use running::{End, Follow, Running};
 use status::{Status, StatusNotification};
 
+/// Messages handled at once (the rest wait to be read).
+const MESSAGES_IN_FLIGHT: usize = 64;
+
 /// Changes the log filter (`tracing` directives such as `info` or `pyfill=debug`).
 pub type LogLevel = Arc<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
@@ -40,7 +43,13 @@ pub async fn serve(settings: Settings, log_level: LogLevel) {
     // Frames pass the guard first, so a bad one gets an error instead of stopping the reader.
     let (guarded, input) = tokio::io::duplex(1 << 20);
     tokio::spawn(framing::guard(tokio::io::stdin(), guarded));
+    // tower-lsp reads the next message only while fewer than this many handlers run. Its
+    // default, 4, let four suggestions still being computed stop the reading of the keystrokes
+    // (and requests) that would supersede them: under fast typing over several files, answers
+    // backed up for tens of seconds. Per document only the newest request computes; the others
+    // end at once, so this bounds the messages in flight, not the work.
     Server::new(input, tokio::io::stdout(), socket)
+        .concurrency_level(MESSAGES_IN_FLIGHT)
         .serve(panics::CatchPanics(service))
         .await;
 }
