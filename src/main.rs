@@ -212,13 +212,7 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             out,
             json,
         }) => {
-            let mut server_args = Vec::new();
-            if let Some(model) = &cli.model {
-                server_args.extend(["--model".to_owned(), model.display().to_string()]);
-            }
-            if let Some(threads) = cli.threads {
-                server_args.extend(["--threads".to_owned(), threads.to_string()]);
-            }
+            let server_args = server_args(cli.model.as_deref(), cli.threads);
             let options = pyfill::replay::Options {
                 root,
                 files,
@@ -268,13 +262,7 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             settings,
             json,
         }) => {
-            let mut server_args = Vec::new();
-            if let Some(model) = &cli.model {
-                server_args.extend(["--model".to_owned(), model.display().to_string()]);
-            }
-            if let Some(threads) = cli.threads {
-                server_args.extend(["--threads".to_owned(), threads.to_string()]);
-            }
+            let server_args = server_args(cli.model.as_deref(), cli.threads);
             let options = pyfill::replay::load::Options {
                 server: pyfill::replay::Options {
                     root,
@@ -429,6 +417,18 @@ fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
         out.flush()?;
     }
     Ok(eval::summarise(options.kind, &outcomes))
+}
+
+/// The arguments a benchmark gives the server it starts: this command's model and threads.
+fn server_args(model: Option<&Path>, threads: Option<usize>) -> Vec<String> {
+    let mut args = Vec::new();
+    if let Some(model) = model {
+        args.extend(["--model".to_owned(), model.display().to_string()]);
+    }
+    if let Some(threads) = threads {
+        args.extend(["--threads".to_owned(), threads.to_string()]);
+    }
+    args
 }
 
 fn fetch(index_url: Option<&str>) -> Result<()> {

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::driver::{Error, Options as ServerOptions, Server, file_uri};
-use super::{emptied, targets};
+use super::{emptied, rank, sorted_ms, targets};
 
 pub struct Options {
     /// The server, the workspace and its files (one document each), as for `replay`.
@@ -239,13 +239,12 @@ fn max_option(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 
 /// p50, p99 and max in milliseconds (nearest rank).
 fn percentiles(latencies: &[Duration]) -> (f64, f64, f64) {
-    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(f64::total_cmp);
-    let rank = |p: f64| {
-        let i = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
-        ms.get(i).copied().unwrap_or(0.0)
-    };
-    (rank(0.5), rank(0.99), ms.last().copied().unwrap_or(0.0))
+    let ms = sorted_ms(latencies);
+    (
+        rank(&ms, 0.5),
+        rank(&ms, 0.99),
+        ms.last().copied().unwrap_or(0.0),
+    )
 }
 
 /// The resident memory of process `pid`, from /proc (Linux); `None` elsewhere.

@@ -139,18 +139,26 @@ pub struct Spread {
 
 /// Nearest-rank percentiles.
 pub fn spread(latencies: &[Duration]) -> Spread {
-    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    ms.sort_by(f64::total_cmp);
-    let rank = |p: f64| {
-        let i = ((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len().max(1)) - 1;
-        ms.get(i).copied().unwrap_or(0.0)
-    };
+    let ms = sorted_ms(latencies);
     Spread {
         n: ms.len(),
-        p50_ms: rank(0.5),
-        p90_ms: rank(0.9),
+        p50_ms: rank(&ms, 0.5),
+        p90_ms: rank(&ms, 0.9),
         max_ms: ms.last().copied().unwrap_or(0.0),
     }
+}
+
+/// Latencies in milliseconds, in ascending order.
+fn sorted_ms(latencies: &[Duration]) -> Vec<f64> {
+    let mut ms: Vec<f64> = latencies.iter().map(|d| d.as_secs_f64() * 1e3).collect();
+    ms.sort_by(f64::total_cmp);
+    ms
+}
+
+/// The nearest-rank `p` percentile of sorted values (0 when there are none).
+fn rank(sorted: &[f64], p: f64) -> f64 {
+    let i = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1)) - 1;
+    sorted.get(i).copied().unwrap_or(0.0)
 }
 
 /// One timed request.
