@@ -51,8 +51,19 @@ fn a_10_mb_file_and_a_1_mb_line_are_served_and_edited() {
     // Typing at the end and in the middle keeps the buffer in step.
     insert(&client, uri, 2, last, 4, "z");
     assert_eq!(client.inline(uri, last, 5), vec!["aaa".to_owned()]);
-    insert(&client, uri, 3, 450_001, 4, "  ");
-    assert_eq!(client.inline(uri, 450_001, 6), vec!["aaa".to_owned()]);
+    // Line 450,003 is `    return x * 150000`: type a word at its start, and the completion
+    // item (which replaces the word before the cursor) shows the edit landed there.
+    insert(&client, uri, 3, 450_003, 4, "value");
+    let result = client.call(
+        "textDocument/completion",
+        json!({"textDocument": {"uri": uri}, "position": {"line": 450_003, "character": 9}}),
+    );
+    let edit = &result["items"][0]["textEdit"];
+    assert_eq!(edit["newText"], "valueaaa", "{result}");
+    assert_eq!(
+        edit["range"]["start"],
+        json!({"line": 450_003, "character": 4})
+    );
     assert_eq!(client.inline(uri, last, 5), vec!["aaa".to_owned()]);
 
     let uri = "file:///work/long_line.py";

@@ -131,6 +131,7 @@ impl Backend {
         let (generation, settings, progress) = {
             let mut st = self.state();
             st.load_generation += 1;
+            st.engine_died = false;
             st.engine = if st.settings.enable {
                 EngineState::Loading
             } else {
@@ -384,14 +385,19 @@ impl Backend {
             let generation = tokio::spawn({
                 let (engine, progress, state) = (engine.clone(), progress.clone(), state.clone());
                 async move {
-                    completion::suggest(engine, ask, cancel, |text| {
+                    completion::suggest(engine.clone(), ask, cancel, |text| {
                         progress.send_modify(|p| p.text.push_str(text));
                     })
                     .await
                     .map_err(|e| {
                         if matches!(e, crate::engine::Error::EngineGone) {
-                            // The next request starts a new engine.
-                            lock(&state).engine_died = true;
+                            // The next request starts a new engine, unless this one was
+                            // replaced already.
+                            let mut st = lock(&state);
+                            if matches!(&st.engine, EngineState::Ready(current) if Arc::ptr_eq(current, &engine))
+                            {
+                                st.engine_died = true;
+                            }
                         }
                         e.to_string()
                     })

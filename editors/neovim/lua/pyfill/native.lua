@@ -54,8 +54,13 @@ end
 --- with nothing. Neovim's completor stays attached: turning it off while a request is in flight
 --- makes 0.12-dev's handler index a client state it has already dropped (an error prompt that
 --- blocks the editor).
----@param _bufnr integer
-function M.pause(_bufnr) end
+--- A suggestion already drawn is dismissed, so Tab cannot take it.
+---@param bufnr integer
+function M.pause(bufnr)
+  if vim.api.nvim_buf_is_valid(bufnr) then
+    M.dismiss(bufnr)
+  end
+end
 
 ---@param bufnr integer
 function M.detach(bufnr)
