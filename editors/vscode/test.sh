@@ -112,8 +112,13 @@ else
   [[ "$(uname -m)" == x86_64 ]] || fail "the ripgrep seeding here is for x86_64 only"
   # unsafe_perm: its postinstall refuses to run as root without it; yes: node-pty's postinstall
   # runs npx, which would otherwise wait for a "y".
+  # node-gyp builds native modules (argon2) against Node's headers and would download them from
+  # nodejs.org: point it at the ones the nodejs package installs.
+  nodedir="${npm_config_nodedir:-}"
+  if [[ -z "$nodedir" && -f /usr/include/node/node.h ]]; then nodedir=/usr; fi
+  [[ -n "$nodedir" ]] || fail "Node's headers are missing (no /usr/include/node/node.h); set npm_config_nodedir"
   if ! (cd "$CODE_SERVER_HOME" &&
-    TMPDIR="$install_tmp" npm_config_unsafe_perm=true npm_config_yes=true \
+    TMPDIR="$install_tmp" npm_config_unsafe_perm=true npm_config_yes=true npm_config_nodedir="$nodedir" \
       npm install --no-audit --no-fund --loglevel=error --prefix . "code-server@$CODE_SERVER_VERSION" \
       >"$WORK/code-server-install.log" 2>&1); then
     tail -40 "$WORK/code-server-install.log" >&2
