@@ -3,18 +3,14 @@
 # same GGUF file and threads, prompts of 128/512/1024 tokens and 64 decoded tokens; prints one
 # table with both figures (medians over the rounds) and the ratio. A benchmark, not a CI test.
 #
-# llama-bench is built once from the llama.cpp sources vendored in PyPI's llama-cpp-python sdist
-# (about 10 minutes on 2 cores) and cached under $XDG_CACHE_HOME/pyfill/.
+# llama-bench is built once by scripts/llama-cpp.sh from the llama.cpp sources vendored in PyPI's
+# llama-cpp-python sdist (about 10 minutes on 2 cores) and cached under $XDG_CACHE_HOME/pyfill/.
 #
 # Usage: scripts/bench-vs-llamacpp.sh [MODEL.gguf] [ROUNDS]
 #   THREADS=2 (default: 2)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-LLAMA_CPP_PYTHON_VERSION=0.3.36
-cache="${XDG_CACHE_HOME:-$HOME/.cache}/pyfill"
-src="$cache/llama.cpp-$LLAMA_CPP_PYTHON_VERSION-src"
-build="$cache/llama.cpp-$LLAMA_CPP_PYTHON_VERSION-build"
 threads="${THREADS:-2}"
 rounds="${2:-3}"
 
@@ -23,39 +19,7 @@ pyfill=./target/release/pyfill
 model="${1:-$($pyfill model path)}"
 [ -f "$model" ] || { echo "no model at $model: run '$pyfill model fetch' or pass a GGUF path" >&2; exit 1; }
 
-llama_bench="$build/bin/llama-bench"
-if [ ! -x "$llama_bench" ]; then
-  command -v cmake >/dev/null || { echo "cmake is needed (apt-get install cmake)" >&2; exit 1; }
-  if [ ! -d "$src" ]; then
-    tmp=$(mktemp -d)
-    echo "downloading llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sources..." >&2
-    # Straight from the index's JSON API: `pip download --no-binary` would first build the
-    # sdist's build backend (cmake included) from source just to read its metadata.
-    python3 - "$LLAMA_CPP_PYTHON_VERSION" "$tmp" <<'PY'
-import hashlib, json, os, sys, urllib.parse, urllib.request
-version, dest = sys.argv[1:3]
-index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple/").rstrip("/") + "/"
-page_url = index + "llama-cpp-python/"
-req = urllib.request.Request(page_url, headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-page = json.load(urllib.request.urlopen(req))
-name = f"llama_cpp_python-{version}.tar.gz"
-entry = next(f for f in page["files"] if f["filename"] == name)
-data = urllib.request.urlopen(urllib.parse.urljoin(page_url, entry["url"])).read()
-actual = hashlib.sha256(data).hexdigest()
-if actual != entry["hashes"]["sha256"]:
-    sys.exit(f"{name}: sha256 {actual}, index says {entry['hashes']['sha256']}")
-open(os.path.join(dest, name), "wb").write(data)
-PY
-    tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
-    mkdir -p "$cache"
-    mv "$tmp"/llama_cpp_python-*/vendor/llama.cpp "$src"
-    rm -rf "$tmp"
-  fi
-  echo "building llama-bench (about 10 minutes on 2 cores)..." >&2
-  cmake -S "$src" -B "$build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >/dev/null
-  cmake --build "$build" -j "$(nproc)" --target llama-bench >/dev/null
-fi
+llama_bench=$(scripts/llama-cpp.sh llama-bench)
 
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT

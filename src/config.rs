@@ -35,6 +35,20 @@ pub struct Settings {
     /// CPU threads for inference; `None` means physical cores (or `--threads`). Read once,
     /// before the model first loads.
     pub threads: Option<usize>,
+    /// Where suggestions are generated: `local` (the in-process engine), or an inference
+    /// server: `llama-cpp`, `openai`, `tgi` (see [`crate::remote`]).
+    pub backend: crate::remote::Backend,
+    /// The server's base URL (remote backends).
+    pub endpoint: Option<String>,
+    /// The model name sent to OpenAI-compatible servers.
+    pub remote_model: Option<String>,
+    /// Environment variable holding the server's API key (sent as a bearer token).
+    pub api_key_env: Option<String>,
+    /// Tokenizer for a remote backend's prompt budgets: a GGUF or a `tokenizer.json`; `None`
+    /// counts bytes (an estimate, said in the log).
+    pub tokenizer: Option<PathBuf>,
+    /// Longest a remote request may take, in milliseconds (connection and generation).
+    pub remote_timeout_ms: u64,
 }
 
 impl Default for Settings {
@@ -52,11 +66,55 @@ impl Default for Settings {
             timeout_ms: 10_000,
             log_level: None,
             threads: None,
+            backend: crate::remote::Backend::Local,
+            endpoint: None,
+            remote_model: None,
+            api_key_env: None,
+            tokenizer: None,
+            remote_timeout_ms: 10_000,
         }
     }
 }
 
 impl Settings {
+    /// Whether a change from `self` to `new` needs the engine started again.
+    pub fn engine_changed(&self, new: &Settings) -> bool {
+        (
+            &self.model,
+            self.enable,
+            self.backend,
+            &self.endpoint,
+            &self.remote_model,
+            &self.api_key_env,
+            &self.tokenizer,
+            self.remote_timeout_ms,
+        ) != (
+            &new.model,
+            new.enable,
+            new.backend,
+            &new.endpoint,
+            &new.remote_model,
+            &new.api_key_env,
+            &new.tokenizer,
+            new.remote_timeout_ms,
+        )
+    }
+
+    /// The remote backend's options, when one is chosen.
+    pub fn remote(&self) -> Option<crate::remote::Options> {
+        if self.backend == crate::remote::Backend::Local {
+            return None;
+        }
+        Some(crate::remote::Options {
+            backend: self.backend,
+            endpoint: self.endpoint.clone().unwrap_or_default(),
+            model: self.remote_model.clone(),
+            api_key_env: self.api_key_env.clone(),
+            timeout: std::time::Duration::from_millis(self.remote_timeout_ms),
+            retries: 2,
+        })
+    }
+
     /// `update` over `self`: keys present in `update` replace current values. Accepts the
     /// settings object itself or one wrapped as `{"pyfill": {...}}` (what editors send for a
     /// configuration section). `null` changes nothing.
@@ -116,6 +174,18 @@ impl Settings {
         if let Some(n) = self.threads {
             check("threads", n, 1, 256)?;
         }
+        if self.backend != crate::remote::Backend::Local && self.endpoint.is_none() {
+            return Err(format!(
+                "backend {} needs an endpoint (the server's URL)",
+                self.backend.name()
+            ));
+        }
+        check(
+            "remoteTimeoutMs",
+            self.remote_timeout_ms as usize,
+            100,
+            600_000,
+        )?;
         Ok(())
     }
 }

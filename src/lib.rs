@@ -6,7 +6,9 @@
 //! -> `prompt` (layout per model family) -> `engine` (tokenizer, forward pass, KV cache,
 //! sampling, on its own thread, stopping by `postprocess`'s rule) -> `postprocess` (tidy-up)
 //! -> editor.
-//! `models` fetches and verifies model files. Only `engine` knows about tensors.
+//! `models` fetches and verifies model files. Only `engine` knows about tensors. With a remote
+//! backend, `remote` takes the engine's place on its thread: the same prompts go to an
+//! inference server over HTTP.
 
 pub mod bench;
 pub mod completion;
@@ -20,4 +22,5 @@ pub mod lsp;
 pub mod models;
 pub mod postprocess;
 pub mod prompt;
+pub mod remote;
 pub mod replay;

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 use pyfill::completion::{self, Ask, FsWorkspace};
 use pyfill::engine::{Engine, GenerationParams, Kernels};
+use pyfill::remote::Backend;
 use pyfill::{bench, eval, models};
 
 #[derive(Parser)]
@@ -26,6 +27,25 @@ struct Cli {
     /// CPU threads for inference (default: the number of physical cores).
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
+    /// Where suggestions are generated: this process (`local`) or an inference server.
+    #[arg(long, global = true, value_enum, default_value_t = Backend::Local)]
+    backend: Backend,
+    /// The inference server's base URL, e.g. http://127.0.0.1:8080 (remote backends).
+    #[arg(long, global = true, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Model name for OpenAI-compatible servers.
+    #[arg(long, global = true, value_name = "NAME")]
+    remote_model: Option<String>,
+    /// Environment variable holding the server's API key (sent as a bearer token).
+    #[arg(long, global = true, value_name = "VAR")]
+    api_key_env: Option<String>,
+    /// Tokenizer for a remote backend's prompt budgets: a GGUF or a tokenizer.json (default:
+    /// an estimate from byte counts).
+    #[arg(long, global = true, value_name = "PATH")]
+    tokenizer: Option<PathBuf>,
+    /// Longest a remote request may take, in milliseconds.
+    #[arg(long, global = true, value_name = "MS", default_value_t = 10_000)]
+    remote_timeout_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -161,13 +181,26 @@ fn init_logging() -> pyfill::lsp::LogLevel {
     })
 }
 
+/// The settings the command line gives (the server's starting point).
+fn cli_settings(cli: &Cli) -> Result<pyfill::config::Settings> {
+    let settings = pyfill::config::Settings {
+        model: cli.model.clone(),
+        backend: cli.backend,
+        endpoint: cli.endpoint.clone(),
+        remote_model: cli.remote_model.clone(),
+        api_key_env: cli.api_key_env.clone(),
+        tokenizer: cli.tokenizer.clone(),
+        remote_timeout_ms: cli.remote_timeout_ms,
+        ..Default::default()
+    };
+    settings.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(settings)
+}
+
 fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
+    let settings = cli_settings(&cli)?;
     match cli.command {
         None => {
-            let settings = pyfill::config::Settings {
-                model: cli.model,
-                ..Default::default()
-            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -181,7 +214,7 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
         Some(Command::Complete {
             location,
             max_tokens,
-        }) => complete(cli.model.as_deref(), &location, max_tokens),
+        }) => complete(&settings, &location, max_tokens),
         Some(Command::Model { action }) => match action {
             ModelAction::Path => {
                 writeln!(
@@ -471,15 +504,20 @@ fn model_path(explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(path)
 }
 
-fn complete(model: Option<&Path>, location: &str, max_tokens: usize) -> Result<()> {
+fn complete(settings: &pyfill::config::Settings, location: &str, max_tokens: usize) -> Result<()> {
     let (file, line, col) = parse_location(location)?;
     let text = std::fs::read_to_string(&file)
         .with_context(|| format!("cannot read {}", file.display()))?;
     let offset = offset_of(&text, line, col)
         .with_context(|| format!("{}: no line {line}", file.display()))?;
-    let engine = Engine::start(&model_path(model)?)?;
+    let remote = settings.remote();
+    let engine = match remote.clone() {
+        Some(options) => pyfill::remote::engine(options, settings.tokenizer.as_deref())?,
+        None => Engine::start(&model_path(settings.model.as_deref())?)?,
+    };
     let params = GenerationParams {
         max_tokens,
+        max_time: remote.map(|r| r.timeout),
         ..GenerationParams::default()
     };
     let file = std::path::absolute(&file).unwrap_or(file);
@@ -490,6 +528,10 @@ fn complete(model: Option<&Path>, location: &str, max_tokens: usize) -> Result<(
         root: Some(root),
         open: Vec::new(),
     };
+    if settings.backend != Backend::Local {
+        // Servers cannot take back a half-typed word (token healing).
+        ask.layout = pyfill::prompt::Layout::Classic;
+    }
     let suggestion = completion::complete(&engine, &ask)?;
     writeln!(std::io::stdout(), "{}", suggestion.text)?;
     Ok(())

@@ -15,12 +15,18 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 
 /// Source files outside `src/<allowed>` that mention `needle`.
 fn used_outside(allowed: &str, needle: &str) -> Vec<PathBuf> {
+    used_outside_all(&[allowed], needle)
+}
+
+/// Source files outside every one of `allowed` (files or folders under `src/`) that mention
+/// `needle`.
+fn used_outside_all(allowed: &[&str], needle: &str) -> Vec<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     files
         .into_iter()
-        .filter(|f| !f.starts_with(src.join(allowed)))
+        .filter(|f| !allowed.iter().any(|a| f.starts_with(src.join(a))))
         .filter(|f| {
             std::fs::read_to_string(f)
                 .expect("readable source")
@@ -67,7 +73,7 @@ fn every_module_says_what_it_owns() {
 
 /// Privacy: the only network code is the model download, and only `pyfill model fetch` runs it.
 #[test]
-fn only_the_model_download_touches_the_network() {
+fn only_the_model_download_and_a_chosen_remote_backend_touch_the_network() {
     for needle in [
         "ureq",
         "std::net",
@@ -76,10 +82,10 @@ fn only_the_model_download_touches_the_network() {
         "reqwest",
         "hyper::",
     ] {
-        let offenders = used_outside("models.rs", needle);
+        let offenders = used_outside_all(&["models.rs", "remote.rs"], needle);
         assert!(
             offenders.is_empty(),
-            "{needle} used outside src/models.rs: {offenders:?}"
+            "{needle} used outside src/models.rs and src/remote.rs: {offenders:?}"
         );
     }
     let offenders = used_outside("main.rs", "models::fetch(");
@@ -87,4 +93,30 @@ fn only_the_model_download_touches_the_network() {
         offenders.is_empty(),
         "the download started outside the CLI's `model fetch`: {offenders:?}"
     );
+    // The remote client is made only where a remote backend was chosen: the server's loader
+    // (after `settings.remote()`), `pyfill complete`, the engine thread, and the settings.
+    let offenders = used_outside_all(
+        &[
+            "main.rs",
+            "lsp/mod.rs",
+            "remote.rs",
+            "engine/service.rs",
+            "config.rs",
+        ],
+        "remote::",
+    );
+    assert!(
+        offenders.is_empty(),
+        "the remote backend reached from elsewhere: {offenders:?}"
+    );
+    for file in ["main.rs", "lsp/mod.rs"] {
+        let text =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(file))
+                .unwrap();
+        assert_eq!(
+            text.matches("remote::engine(").count(),
+            text.matches(".remote()").count().min(1),
+            "{file}: a remote engine started without a remote backend chosen"
+        );
+    }
 }

@@ -52,6 +52,9 @@ pub enum Error {
     Spawn(std::io::Error),
     #[error("engine panicked: {0}")]
     Panicked(String),
+    /// The remote backend's server could not be reached or refused the request.
+    #[error("{endpoint}: {reason}")]
+    Remote { endpoint: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

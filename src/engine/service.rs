@@ -170,6 +170,55 @@ impl Engine {
         })
     }
 
+    /// An engine whose generation runs on an inference server (see [`crate::remote`]): the
+    /// same requests and events, no model loaded here. `tokenizer` lays out and budgets the
+    /// prompts; each request runs on a thread of its own, so a cancelled one that still waits
+    /// for the server holds nothing up.
+    pub fn start_remote(
+        client: crate::remote::Client,
+        tokenizer: Tokenizer,
+        info: ModelInfo,
+    ) -> Result<Self> {
+        let (jobs_tx, jobs_rx) = mpsc::channel::<Work>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let waiting = queued.clone();
+        let tokenizer = Arc::new(tokenizer);
+        let words = tokenizer.clone();
+        let client = Arc::new(client);
+        let thread = std::thread::Builder::new()
+            .name("pyfill-remote".into())
+            .spawn(move || {
+                for work in jobs_rx {
+                    let Work::Generate(job) = work else {
+                        // Nothing to compute ahead: the server keeps its own cache.
+                        continue;
+                    };
+                    waiting.fetch_sub(1, Ordering::SeqCst);
+                    if job.cancel.is_cancelled() {
+                        let _ = job.events.send(Event::Done(cancelled(&job.request)));
+                        continue;
+                    }
+                    let (client, words) = (client.clone(), words.clone());
+                    let spawned = std::thread::Builder::new()
+                        .name("pyfill-request".into())
+                        .spawn(move || remote_job(&client, &words, job));
+                    if let Err(e) = spawned {
+                        tracing::error!("cannot start a request thread: {e}");
+                    }
+                }
+            })
+            .map_err(Error::Spawn)?;
+        Ok(Self {
+            jobs: Some(jobs_tx),
+            queued,
+            rate: Arc::new(AtomicU64::new(0)),
+            warmed: Arc::new(AtomicUsize::new(0)),
+            info,
+            tokenizer,
+            thread: Some(thread),
+        })
+    }
+
     pub fn info(&self) -> &ModelInfo {
         &self.info
     }
@@ -245,6 +294,39 @@ impl Drop for Engine {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// One request on the remote backend: the prompt as text (special tokens written out, as the
+/// servers parse them), generated there; events as the local engine sends them.
+fn remote_job(client: &crate::remote::Client, tokenizer: &Tokenizer, job: Job) {
+    let Job {
+        mut request,
+        cancel,
+        events,
+    } = job;
+    let prompt = tokenizer.decode(&request.prompt);
+    let outcome = client.generate(&prompt, &mut request, &cancel, &mut |piece| {
+        let _ = events.send(Event::Text(piece.to_owned()));
+    });
+    let _ = events.send(match outcome {
+        Ok(finished) => Event::Done(finished),
+        Err(e) => Event::Failed(e),
+    });
+}
+
+/// What a request cancelled before it started finishes with.
+fn cancelled(request: &Request) -> Finished {
+    Finished {
+        text: String::new(),
+        tokens: Vec::new(),
+        reason: generate::FinishReason::Cancelled,
+        prompt_tokens: request.prompt.len(),
+        reused_tokens: 0,
+        prefill_time: std::time::Duration::ZERO,
+        decode_time: std::time::Duration::ZERO,
+        fallback: false,
+        drafted_tokens: 0,
     }
 }
 

@@ -2,6 +2,8 @@
 //! with the pre-tokenizer regex llama.cpp uses for `tokenizer.ggml.pre`, so ids equal llama.cpp's.
 //! Also the per-token raw bytes, for exact streaming detokenisation.
 
+use std::path::Path;
+
 use ahash::AHashMap;
 use candle_core::quantized::gguf_file::Value;
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
@@ -50,6 +52,15 @@ pub struct Tokenizer {
     /// Prepended to every prompt when the model says so (`tokenizer.ggml.add_bos_token`).
     bos: Option<u32>,
     fim: FimIds,
+    /// Made up by [`Tokenizer::estimate`], not the model's.
+    estimated: bool,
+}
+
+/// The tokens that end or start generation.
+struct Ends {
+    eos: Option<u32>,
+    eot: Option<u32>,
+    bos: Option<u32>,
 }
 
 /// Infilling tokens the GGUF names in its metadata (`tokenizer.ggml.fim_*_token_id`, or the
@@ -98,63 +109,6 @@ impl Tokenizer {
             return Err(fail("the vocabulary is empty".into()));
         }
 
-        let mut vocab: AHashMap<String, u32> = AHashMap::with_capacity(tokens.len());
-        for (id, tok) in tokens.iter().enumerate() {
-            vocab.entry(tok.clone()).or_insert(id as u32);
-        }
-        let merges: Vec<(String, String)> = merges
-            .iter()
-            .map(|m| {
-                m.split_once(' ')
-                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                    .ok_or_else(|| fail(format!("malformed merge '{m}'")))
-            })
-            .collect::<Result<_>>()?;
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            .build()
-            .map_err(|e| fail(e.to_string()))?;
-
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        inner.with_pre_tokenizer(Some(pre_tokenizer(pre).map_err(fail)?));
-        inner.with_decoder(Some(ByteLevelDecoder::default()));
-
-        let specials: Vec<SpecialToken> = token_types
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| **t == TYPE_CONTROL || **t == TYPE_USER_DEFINED)
-            .map(|(id, t)| SpecialToken {
-                id: id as u32,
-                content: tokens[id].clone(),
-                control: *t == TYPE_CONTROL,
-            })
-            .collect();
-        inner
-            .add_special_tokens(
-                specials
-                    .iter()
-                    .map(|s| AddedToken::from(s.content.clone(), true))
-                    .collect::<Vec<_>>(),
-            )
-            .map_err(|e| fail(e.to_string()))?;
-        // Text is always literal to the inner tokenizer; `encode` finds special tokens itself.
-        inner.set_encode_special_tokens(true);
-
-        let byte_of = unicode_to_byte();
-        let token_bytes = tokens
-            .iter()
-            .zip(&token_types)
-            .map(|(tok, ty)| {
-                if *ty == TYPE_CONTROL || *ty == TYPE_USER_DEFINED {
-                    return tok.as_bytes().to_vec();
-                }
-                tok.chars()
-                    .map(|c| byte_of.get(&c).copied())
-                    .collect::<Option<Vec<u8>>>()
-                    .unwrap_or_else(|| tok.as_bytes().to_vec())
-            })
-            .collect();
-
         let eos = gguf
             .opt_usize("tokenizer.ggml.eos_token_id")?
             .map(|v| v as u32);
@@ -194,6 +148,85 @@ impl Tokenizer {
             repo: id(&["tokenizer.ggml.fim_rep_token_id"])?,
             file_separator: id(&["tokenizer.ggml.fim_sep_token_id"])?,
         };
+        Self::from_parts(
+            &tokens,
+            merges,
+            token_types,
+            pre,
+            Ends { eos, eot, bos },
+            fim,
+        )
+        .map_err(fail)
+    }
+
+    /// A tokenizer from its parts: the vocabulary in id order, BPE merges (`"a b"`), llama.cpp
+    /// token types, the pre-tokenizer's `tokenizer.ggml.pre` name.
+    fn from_parts(
+        tokens: &[String],
+        merges: Vec<String>,
+        token_types: Vec<i32>,
+        pre: &str,
+        ends: Ends,
+        fim: FimIds,
+    ) -> std::result::Result<Self, String> {
+        let Ends { eos, eot, bos } = ends;
+        let mut vocab: AHashMap<String, u32> = AHashMap::with_capacity(tokens.len());
+        for (id, tok) in tokens.iter().enumerate() {
+            vocab.entry(tok.clone()).or_insert(id as u32);
+        }
+        let merges: Vec<(String, String)> = merges
+            .iter()
+            .map(|m| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                    .ok_or_else(|| format!("malformed merge '{m}'"))
+            })
+            .collect::<std::result::Result<_, String>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| e.to_string())?;
+
+        let mut inner = tokenizers::Tokenizer::new(bpe);
+        inner.with_pre_tokenizer(Some(pre_tokenizer(pre)?));
+        inner.with_decoder(Some(ByteLevelDecoder::default()));
+
+        let specials: Vec<SpecialToken> = token_types
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| **t == TYPE_CONTROL || **t == TYPE_USER_DEFINED)
+            .map(|(id, t)| SpecialToken {
+                id: id as u32,
+                content: tokens[id].clone(),
+                control: *t == TYPE_CONTROL,
+            })
+            .collect();
+        inner
+            .add_special_tokens(
+                specials
+                    .iter()
+                    .map(|s| AddedToken::from(s.content.clone(), true))
+                    .collect::<Vec<_>>(),
+            )
+            .map_err(|e| e.to_string())?;
+        // Text is always literal to the inner tokenizer; `encode` finds special tokens itself.
+        inner.set_encode_special_tokens(true);
+
+        let byte_of = unicode_to_byte();
+        let token_bytes = tokens
+            .iter()
+            .zip(&token_types)
+            .map(|(tok, ty)| {
+                if *ty == TYPE_CONTROL || *ty == TYPE_USER_DEFINED {
+                    return tok.as_bytes().to_vec();
+                }
+                tok.chars()
+                    .map(|c| byte_of.get(&c).copied())
+                    .collect::<Option<Vec<u8>>>()
+                    .unwrap_or_else(|| tok.as_bytes().to_vec())
+            })
+            .collect();
+
         Ok(Self {
             inner,
             token_bytes,
@@ -203,7 +236,147 @@ impl Tokenizer {
             eot,
             bos,
             fim,
+            estimated: false,
         })
+    }
+
+    /// A Hugging Face `tokenizer.json` (byte-level BPE, as code models' are), for a remote
+    /// backend's budgets when no GGUF is at hand. Added tokens marked special are control
+    /// tokens; `<|endoftext|>` (or `</s>`) ends generation.
+    pub fn from_json(path: &Path) -> Result<Self> {
+        let fail = |reason: String| Error::Tokenizer {
+            path: path.to_owned(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
+        let model = &json["model"];
+        if model["type"].as_str() != Some("BPE") {
+            return Err(fail("only byte-level BPE tokenizers are supported".into()));
+        }
+        let vocab = model["vocab"]
+            .as_object()
+            .ok_or_else(|| fail("no model.vocab".into()))?;
+        let mut entries: Vec<(u32, String, i32)> = Vec::with_capacity(vocab.len());
+        for (token, id) in vocab {
+            let id = id
+                .as_u64()
+                .ok_or_else(|| fail(format!("bad id for {token}")))?;
+            entries.push((id as u32, token.clone(), 1));
+        }
+        for added in json["added_tokens"].as_array().into_iter().flatten() {
+            let (Some(id), Some(content)) = (added["id"].as_u64(), added["content"].as_str())
+            else {
+                return Err(fail("malformed added_tokens entry".into()));
+            };
+            let ty = if added["special"].as_bool() == Some(true) {
+                TYPE_CONTROL
+            } else {
+                TYPE_USER_DEFINED
+            };
+            entries.retain(|(i, _, _)| *i != id as u32);
+            entries.push((id as u32, content.to_owned(), ty));
+        }
+        entries.sort_by_key(|(id, _, _)| *id);
+        if entries
+            .iter()
+            .enumerate()
+            .any(|(i, (id, _, _))| *id as usize != i)
+        {
+            return Err(fail("token ids are not 0..n without gaps".into()));
+        }
+        let merges = model["merges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| match m {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(pair) => match (pair.first(), pair.get(1)) {
+                    (Some(a), Some(b)) => Some(format!("{} {}", a.as_str()?, b.as_str()?)),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| fail("malformed merges".into()))?;
+        // The pre-tokenizer, told by its regex: digits one by one (Qwen2) or in threes
+        // (Llama 3), else GPT-2's.
+        let pre_text = json["pre_tokenizer"].to_string();
+        let pre = if pre_text.contains(r"\p{N}{1,3}") {
+            "llama3"
+        } else if pre_text.contains(r"\p{N}|") {
+            "qwen2"
+        } else {
+            "gpt2"
+        };
+        let tokens: Vec<String> = entries.iter().map(|(_, t, _)| t.clone()).collect();
+        let types: Vec<i32> = entries.iter().map(|(_, _, ty)| *ty).collect();
+        let find = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| tokens.iter().position(|t| t == n).map(|i| i as u32))
+        };
+        let ends = Ends {
+            eos: find(&["<|endoftext|>", "</s>", "<|end_of_text|>"]),
+            eot: find(&["<|im_end|>", "<|eot_id|>"]),
+            bos: None,
+        };
+        let fim = FimIds {
+            prefix: find(&["<|fim_prefix|>", "<fim_prefix>"]),
+            suffix: find(&["<|fim_suffix|>", "<fim_suffix>"]),
+            middle: find(&["<|fim_middle|>", "<fim_middle>"]),
+            repo: find(&["<|repo_name|>", "<repo_name>"]),
+            file_separator: find(&["<|file_sep|>", "<file_sep>"]),
+        };
+        Self::from_parts(&tokens, merges, types, pre, ends, fim).map_err(fail)
+    }
+
+    /// No real tokenizer: one token per byte, plus Qwen2.5-Coder's special tokens (the default
+    /// model's family). Budgets then count bytes, about a third of the real tokens they allow:
+    /// prompts stay well inside any server's context, with less of the file than a real
+    /// tokenizer would fit.
+    pub fn estimate() -> Self {
+        const SPECIALS: &[&str] = &[
+            "<|endoftext|>",
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|fim_prefix|>",
+            "<|fim_middle|>",
+            "<|fim_suffix|>",
+            "<|fim_pad|>",
+            "<|repo_name|>",
+            "<|file_sep|>",
+        ];
+        let byte_chars = unicode_to_byte();
+        let mut bytes: Vec<(u8, char)> = byte_chars.iter().map(|(c, b)| (*b, *c)).collect();
+        bytes.sort_unstable();
+        let mut tokens: Vec<String> = bytes.into_iter().map(|(_, c)| c.to_string()).collect();
+        let mut types = vec![1; tokens.len()];
+        tokens.extend(SPECIALS.iter().map(|s| (*s).to_owned()));
+        types.extend(SPECIALS.iter().map(|_| TYPE_CONTROL));
+        let id = |name: &str| tokens.iter().position(|t| t == name).map(|i| i as u32);
+        let ends = Ends {
+            eos: id("<|endoftext|>"),
+            eot: id("<|im_end|>"),
+            bos: None,
+        };
+        let fim = FimIds {
+            prefix: id("<|fim_prefix|>"),
+            suffix: id("<|fim_suffix|>"),
+            middle: id("<|fim_middle|>"),
+            repo: id("<|repo_name|>"),
+            file_separator: id("<|file_sep|>"),
+        };
+        let mut tokenizer = Self::from_parts(&tokens, Vec::new(), types, "gpt2", ends, fim)
+            .unwrap_or_else(|e| unreachable!("the byte tokenizer is well formed: {e}"));
+        tokenizer.estimated = true;
+        tokenizer
+    }
+
+    /// Whether this is [`Tokenizer::estimate`] (token counts are byte counts).
+    pub fn is_estimate(&self) -> bool {
+        self.estimated
     }
 
     pub fn vocab_size(&self) -> usize {

@@ -86,6 +86,8 @@ struct State {
     status_order: Arc<tokio::sync::Mutex<()>>,
     /// A request found the engine thread gone (it may still be unwinding).
     engine_died: bool,
+    /// The remote backend's server failed the last request (this message was shown once).
+    remote_trouble: Option<String>,
 }
 
 pub struct Backend {
@@ -114,6 +116,7 @@ impl Backend {
                 status: Status::loading(None, 0, "starting"),
                 status_order: Arc::default(),
                 engine_died: false,
+                remote_trouble: None,
             })),
         }
     }
@@ -148,6 +151,51 @@ impl Backend {
         if !settings.enable {
             tokio::spawn(async move {
                 tell(&client, &state, generation, Status::disabled()).await;
+            });
+            return;
+        }
+        if let Some(options) = settings.remote() {
+            let tokenizer = settings.tokenizer.clone();
+            tokio::spawn(async move {
+                let endpoint = options.endpoint.clone();
+                let started = tokio::task::spawn_blocking(move || {
+                    crate::remote::engine(options, tokenizer.as_deref())
+                })
+                .await;
+                match started {
+                    Ok(Ok(engine)) => {
+                        let message = format!(
+                            "ready: suggestions from {} ({})",
+                            endpoint,
+                            engine.info().architecture
+                        );
+                        tracing::info!("{message}");
+                        {
+                            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+                            if st.load_generation == generation {
+                                st.engine = EngineState::Ready(Arc::new(engine));
+                            }
+                        }
+                        tell(
+                            &client,
+                            &state,
+                            generation,
+                            Status::ready(endpoint, message),
+                        )
+                        .await;
+                    }
+                    outcome => {
+                        let message = match outcome {
+                            Ok(Err(e)) => format!("pyfill: {e}"),
+                            Err(e) => format!("pyfill: the remote backend failed to start: {e}"),
+                            Ok(Ok(_)) => return,
+                        };
+                        fail_load(&state, generation, message.clone());
+                        let status = Status::error(Some(endpoint), message.clone(), false);
+                        tell(&client, &state, generation, status).await;
+                        client.show_message(lsp::MessageType::Error, message).await;
+                    }
+                }
             });
             return;
         }
@@ -370,6 +418,7 @@ impl Backend {
         if let Some(older) = st.in_flight.insert(request.uri.clone(), running) {
             older.cancel.cancel();
         }
+        let client = self.client.clone();
         let (state, engine, uri, place) = (
             self.state.clone(),
             request.engine.clone(),
@@ -384,12 +433,42 @@ impl Backend {
             // On a task of its own, so a panic there still ends the waits with an error.
             let generation = tokio::spawn({
                 let (engine, progress, state) = (engine.clone(), progress.clone(), state.clone());
+                let client = client.clone();
                 async move {
-                    completion::suggest(engine.clone(), ask, cancel, |text| {
+                    let outcome = completion::suggest(engine.clone(), ask, cancel, |text| {
                         progress.send_modify(|p| p.text.push_str(text));
                     })
-                    .await
-                    .map_err(|e| {
+                    .await;
+                    // A remote server that cannot be reached gives empty suggestions and one
+                    // message per outage, not one per keystroke.
+                    let outcome = match outcome {
+                        Err(crate::engine::Error::Remote { endpoint, reason }) => {
+                            let message = format!("pyfill: {endpoint}: {reason}");
+                            let first = lock(&state)
+                                .remote_trouble
+                                .replace(message.clone())
+                                .is_none();
+                            if first {
+                                tracing::error!(
+                                    "{message} (suggestions stay empty until it answers)"
+                                );
+                                client
+                                    .show_message(lsp::MessageType::Warning, message)
+                                    .await;
+                            } else {
+                                tracing::debug!("{message}");
+                            }
+                            Ok(None)
+                        }
+                        Ok(suggestion) => {
+                            if lock(&state).remote_trouble.take().is_some() {
+                                tracing::info!("the server answers again");
+                            }
+                            Ok(suggestion)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    outcome.map_err(|e| {
                         if matches!(e, crate::engine::Error::EngineGone) {
                             // The next request starts a new engine, unless this one was
                             // replaced already.
@@ -538,8 +617,14 @@ fn ask_for(st: &State, uri: &str, text: String, snapshot: &Snapshot, offset: usi
         },
         prompt_format: settings.prompt_format.clone(),
         block_prompt: settings.block_prompt.clone(),
-        layout: crate::prompt::Layout::default(),
-        cold_window: true,
+        // A server cannot take back a half-typed word (token healing) nor answer from a small
+        // window first: remote prompts end with the line typed so far, before the suffix.
+        layout: if settings.backend == crate::remote::Backend::Local {
+            crate::prompt::Layout::default()
+        } else {
+            crate::prompt::Layout::Classic
+        },
+        cold_window: settings.backend == crate::remote::Backend::Local,
     }
 }
 
@@ -796,7 +881,7 @@ impl LanguageServer for Backend {
                 Ok(new)
             }) {
                 Ok(new) => {
-                    let reload = new.model != st.settings.model || new.enable != st.settings.enable;
+                    let reload = st.settings.engine_changed(&new);
                     let threads_changed = new.threads != st.settings.threads;
                     st.settings = new;
                     Ok((reload, threads_changed))
