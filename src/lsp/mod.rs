@@ -165,7 +165,7 @@ impl Backend {
                 match started {
                     Ok(Ok(engine)) => {
                         let message = format!(
-                            "ready: suggestions from {} ({})",
+                            "model ready: suggestions from {} ({})",
                             endpoint,
                             engine.info().architecture
                         );
@@ -180,9 +180,10 @@ impl Backend {
                             &client,
                             &state,
                             generation,
-                            Status::ready(endpoint, message),
+                            Status::ready(endpoint, message.clone()),
                         )
                         .await;
+                        client.log_message(lsp::MessageType::Info, message).await;
                     }
                     outcome => {
                         let message = match outcome {
