@@ -227,7 +227,11 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             ModelAction::Fetch { index_url } => fetch(index_url.as_deref()),
         },
         Some(Command::Eval { options, json }) => {
-            let summary = run_eval(&model_path(cli.model.as_deref())?, &options)?;
+            let engine = match settings.remote() {
+                Some(remote) => pyfill::remote::engine(remote, settings.tokenizer.as_deref())?,
+                None => Engine::start_with(&model_path(cli.model.as_deref())?, options.kernels)?,
+            };
+            let summary = run_eval(&engine, &options)?;
             let mut stdout = std::io::stdout();
             if json {
                 writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
@@ -376,7 +380,7 @@ struct EvalOptions {
 
 /// Suggestions on the engine thread one after another; each is tested by Python on a thread of
 /// its own meanwhile.
-fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
+fn run_eval(engine: &Engine, options: &EvalOptions) -> Result<eval::Summary> {
     let problems = eval::load_problems(&options.data)?;
     let mut tasks = match options.kind {
         eval::Kind::Line => eval::typed(eval::line_tasks(&problems), options.typed),
@@ -395,7 +399,6 @@ fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
         )),
         None => None,
     };
-    let engine = Engine::start_with(model, options.kernels)?;
     let params = GenerationParams {
         max_tokens: options.max_tokens,
         ..GenerationParams::default()
@@ -421,7 +424,7 @@ fn run_eval(model: &Path, options: &EvalOptions) -> Result<eval::Summary> {
         ask.block_prompt = options.block_prompt.clone();
         ask.layout = options.layout;
         ask.cold_window = options.cold_window;
-        let suggestion = completion::complete(&engine, &ask)?.text;
+        let suggestion = completion::complete(engine, &ask)?.text;
         let latency_ms = start.elapsed().as_secs_f64() * 1e3;
         let problem = &problems[task.problem];
         checks_tx.send((i, eval::program(task, problem, &suggestion)))?;

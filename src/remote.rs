@@ -334,9 +334,19 @@ impl Client {
                     break;
                 }
                 Err(e) => {
+                    let reason = if e.kind() == std::io::ErrorKind::TimedOut
+                        || e.to_string().contains("timeout")
+                    {
+                        format!(
+                            "the answer took longer than the {} ms allowed (remoteTimeoutMs)",
+                            self.options.timeout.as_millis()
+                        )
+                    } else {
+                        format!("the answer stopped: {e}")
+                    };
                     return Err(Error::Remote {
                         endpoint: self.options.endpoint.clone(),
-                        reason: format!("the answer stopped: {e}"),
+                        reason,
                     });
                 }
             }
@@ -434,7 +444,7 @@ enum Failure {
 
 fn transport(e: ureq::Error) -> Failure {
     match e {
-        ureq::Error::Timeout(what) => Failure::Final(format!("no answer in time ({what})")),
+        ureq::Error::Timeout(what) => Failure::Final(format!("no answer in time ({what} timeout)")),
         ureq::Error::Io(e) => Failure::Retry(format!("cannot connect: {e}")),
         ureq::Error::ConnectionFailed => Failure::Retry("cannot connect".into()),
         ureq::Error::HostNotFound => Failure::Retry("host not found".into()),
