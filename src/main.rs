@@ -165,6 +165,7 @@ fn init_logging() -> pyfill::lsp::LogLevel {
     let filter = EnvFilter::try_from_env("PYFILL_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let filter = quiet_http(filter);
     let (filter, handle) = reload::Layer::new(filter);
     tracing_subscriber::registry()
         .with(filter)
@@ -177,7 +178,7 @@ fn init_logging() -> pyfill::lsp::LogLevel {
         .init();
     std::sync::Arc::new(move |directives: &str| {
         let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())
+        handle.reload(quiet_http(filter)).map_err(|e| e.to_string())
     })
 }
 
@@ -195,6 +196,15 @@ fn cli_settings(cli: &Cli) -> Result<pyfill::config::Settings> {
     };
     settings.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(settings)
+}
+
+/// The HTTP client's own logs stay at `info` whatever the filter: at `trace` they dump the
+/// bytes sent, the remote backend's API key included.
+fn quiet_http(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
+    ["ureq=info", "ureq_proto=info", "rustls=info"]
+        .iter()
+        .filter_map(|d| d.parse().ok())
+        .fold(filter, |f, d| f.add_directive(d))
 }
 
 fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {

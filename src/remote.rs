@@ -368,10 +368,12 @@ impl Client {
                 let before = finished.text.len();
                 finished.text.push_str(&event.text);
                 finished.tokens.push(0);
+                // A stop string may have begun in an earlier event (each is under 16 bytes).
+                let from = finished.text.floor_char_boundary(before.saturating_sub(16));
                 let mut keep = STOP_STRINGS
                     .iter()
-                    .filter_map(|s| finished.text[before.saturating_sub(16)..].find(s))
-                    .map(|at| at + before.saturating_sub(16))
+                    .filter_map(|s| finished.text[from..].find(s))
+                    .map(|at| at + from)
                     .min();
                 let server_stop = keep.is_some();
                 if let Some(stop) = request.stop.as_mut()

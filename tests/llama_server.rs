@@ -170,6 +170,33 @@ fn suggestions_come_from_llama_server() {
         );
     }
 
+    // An API key goes to the server and never to the logs, even at trace level.
+    let key = "pyfill-test-key-8f3a";
+    let out = Command::new(env!("CARGO_BIN_EXE_pyfill"))
+        .args(["complete", "/nonexistent.py:1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fib.py");
+    std::fs::write(&file, FIB).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pyfill"))
+        .arg("complete")
+        .arg(format!("{}:5:12", file.display()))
+        .args(["--backend", "llama-cpp", "--endpoint", &endpoint])
+        .args(["--api-key-env", "PYFILL_TEST_SERVER_KEY"])
+        .env("PYFILL_TEST_SERVER_KEY", key)
+        .env("PYFILL_LOG", "trace")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("TRACE"), "trace logging was not on");
+    assert!(
+        !stderr.contains(key) && !stderr.contains("8f3a"),
+        "the API key reached the log"
+    );
+
     // The language server: no model is loaded (the path does not exist); the suggestion comes
     // from the server.
     let mut client = Client::start(
