@@ -18,6 +18,12 @@ export interface ServerSettings {
   timeoutMs?: number;
   logLevel?: string | null;
   threads?: number | null;
+  backend?: string;
+  endpoint?: string | null;
+  remoteModel?: string | null;
+  apiKeyEnv?: string | null;
+  tokenizer?: string | null;
+  remoteTimeoutMs?: number;
 }
 
 type Kind = 'boolean' | 'count' | 'text' | 'path';
@@ -35,6 +41,12 @@ const SERVER_FIELDS: Record<keyof ServerSettings, { kind: Kind; nullable: boolea
   timeoutMs: { kind: 'count', nullable: false },
   logLevel: { kind: 'text', nullable: true },
   threads: { kind: 'count', nullable: true },
+  backend: { kind: 'text', nullable: false },
+  endpoint: { kind: 'text', nullable: true },
+  remoteModel: { kind: 'text', nullable: true },
+  apiKeyEnv: { kind: 'text', nullable: true },
+  tokenizer: { kind: 'path', nullable: true },
+  remoteTimeoutMs: { kind: 'count', nullable: false },
 };
 
 export const SERVER_KEYS = Object.keys(SERVER_FIELDS) as (keyof ServerSettings)[];

@@ -17,6 +17,12 @@ M.server_keys = {
   'timeoutMs',
   'logLevel',
   'threads',
+  'backend',
+  'endpoint',
+  'remoteModel',
+  'apiKeyEnv',
+  'tokenizer',
+  'remoteTimeoutMs',
 }
 
 ---@class pyfill.Options
