@@ -333,10 +333,15 @@ impl Client {
                     tracing::debug!("cancelled while reading: {e}");
                     break;
                 }
+                Err(e) if is_timeout(&e) && !finished.text.is_empty() => {
+                    // Out of time with text in hand: the text so far, as the local engine
+                    // gives it at its time limit (an error would be shown as an outage).
+                    tracing::debug!("the answer took longer than allowed: {e}");
+                    finished.reason = FinishReason::TimeLimit;
+                    break;
+                }
                 Err(e) => {
-                    let reason = if e.kind() == std::io::ErrorKind::TimedOut
-                        || e.to_string().contains("timeout")
-                    {
+                    let reason = if is_timeout(&e) {
                         format!(
                             "the answer took longer than the {} ms allowed (remoteTimeoutMs)",
                             self.options.timeout.as_millis()
@@ -452,6 +457,10 @@ fn transport(e: ureq::Error) -> Failure {
         ureq::Error::HostNotFound => Failure::Retry("host not found".into()),
         other => Failure::Final(other.to_string()),
     }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::TimedOut || e.to_string().contains("timeout")
 }
 
 /// Sleeps `wait` in short steps; false when cancelled meanwhile.
