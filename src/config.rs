@@ -79,25 +79,22 @@ impl Default for Settings {
 impl Settings {
     /// Whether a change from `self` to `new` needs the engine started again.
     pub fn engine_changed(&self, new: &Settings) -> bool {
-        (
-            &self.model,
-            self.enable,
-            self.backend,
-            &self.endpoint,
-            &self.remote_model,
-            &self.api_key_env,
-            &self.tokenizer,
-            self.remote_timeout_ms,
-        ) != (
-            &new.model,
-            new.enable,
-            new.backend,
-            &new.endpoint,
-            &new.remote_model,
-            &new.api_key_env,
-            &new.tokenizer,
-            new.remote_timeout_ms,
-        )
+        let remote = |s: &Settings| {
+            (s.backend != crate::remote::Backend::Local).then(|| {
+                (
+                    s.endpoint.clone(),
+                    s.remote_model.clone(),
+                    s.api_key_env.clone(),
+                    s.tokenizer.clone(),
+                    s.remote_timeout_ms,
+                )
+            })
+        };
+        // The local model file matters to the local backend only.
+        let local =
+            |s: &Settings| (s.backend == crate::remote::Backend::Local).then(|| s.model.clone());
+        (self.enable, self.backend, local(self), remote(self))
+            != (new.enable, new.backend, local(new), remote(new))
     }
 
     /// The remote backend's options, when one is chosen.

@@ -201,7 +201,7 @@ fn cli_settings(cli: &Cli) -> Result<pyfill::config::Settings> {
 /// The HTTP client's own logs stay at `info` whatever the filter: at `trace` they dump the
 /// bytes sent, the remote backend's API key included.
 fn quiet_http(filter: tracing_subscriber::EnvFilter) -> tracing_subscriber::EnvFilter {
-    ["ureq=info", "ureq_proto=info", "rustls=info"]
+    pyfill::remote::QUIET_LOGS
         .iter()
         .filter_map(|d| d.parse().ok())
         .fold(filter, |f, d| f.add_directive(d))
@@ -541,10 +541,6 @@ fn complete(settings: &pyfill::config::Settings, location: &str, max_tokens: usi
         root: Some(root),
         open: Vec::new(),
     };
-    if settings.backend != Backend::Local {
-        // Servers cannot take back a half-typed word (token healing).
-        ask.layout = pyfill::prompt::Layout::Classic;
-    }
     let suggestion = completion::complete(&engine, &ask)?;
     writeln!(std::io::stdout(), "{}", suggestion.text)?;
     Ok(())

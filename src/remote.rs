@@ -12,6 +12,8 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -56,6 +58,7 @@ pub fn engine(options: Options, tokenizer: Option<&Path>) -> Result<Engine, Erro
         layers: 0,
         context_length,
         vocab_size: tokenizer.vocab_size(),
+        remote: true,
     };
     Engine::start_remote(client, tokenizer, info)
 }
@@ -66,6 +69,10 @@ const DEFAULT_CONTEXT: usize = 4096;
 
 /// At most this much of a model's context is used for prompts, whatever its file says.
 const MAX_CONTEXT: usize = 8192;
+
+/// Log directives that keep the HTTP client's own logs at `info` whatever the filter says: at
+/// `trace` they dump the bytes sent, API key included.
+pub const QUIET_LOGS: &[&str] = &["ureq=info", "ureq_proto=info", "rustls=info"];
 
 /// Which server generates.
 #[derive(
@@ -135,7 +142,6 @@ const BACKOFF: Duration = Duration::from_millis(200);
 
 pub struct Client {
     options: Options,
-    agent: ureq::Agent,
     api_key: Option<String>,
 }
 
@@ -163,24 +169,25 @@ impl Client {
             ),
             None => None,
         };
+        Ok(Self { options, api_key })
+    }
+
+    /// A connection for one attempt that may take `time`: its own agent, so cancelling it
+    /// (`Agent::shutdown`) interrupts this request alone, even while it waits for the server's
+    /// first byte (a prompt still being computed there). The price is a new connection per
+    /// request.
+    fn agent(&self, time: Duration) -> ureq::Agent {
         let tls = ureq::tls::TlsConfig::builder()
             .root_certs(ureq::tls::RootCerts::PlatformVerifier)
             .build();
-        let agent = ureq::Agent::config_builder()
+        ureq::Agent::config_builder()
             .tls_config(tls)
-            .timeout_global(Some(options.timeout))
-            .timeout_connect(Some(options.timeout.min(Duration::from_secs(3))))
+            .timeout_global(Some(time))
+            .timeout_connect(Some(time.min(Duration::from_secs(3))))
             // Error statuses are answers to read (their bodies say why), not transport errors.
             .http_status_as_error(false)
-            // llama-server closes idle connections after 5 s; a stale pooled one would fail.
-            .max_idle_age(Duration::from_secs(4))
             .build()
-            .into();
-        Ok(Self {
-            options,
-            agent,
-            api_key,
-        })
+            .into()
     }
 
     pub fn options(&self) -> &Options {
@@ -287,14 +294,32 @@ impl Client {
             drafted_tokens: 0,
         };
         let body = self.body(prompt, &params, params.max_time);
+        // One deadline for every attempt: the timeout bounds the whole request.
+        let deadline = start + self.options.timeout;
+        // Interrupts the attempt in flight when the request is cancelled (see `Client::agent`).
+        let current: Arc<Mutex<Option<ureq::Agent>>> = Arc::default();
+        let _watch = Watch::start(cancel.clone(), current.clone());
         let mut attempt = 0;
         let response = loop {
             if cancel.is_cancelled() {
                 return Ok(finished);
             }
-            match self.send(&body) {
+            let agent = self.agent(deadline.saturating_duration_since(Instant::now()));
+            if let Ok(mut slot) = current.lock() {
+                *slot = Some(agent.clone());
+            }
+            // Cancelled before the watch could see this attempt's agent.
+            if cancel.is_cancelled() {
+                return Ok(finished);
+            }
+            match self.send(&agent, &body) {
                 Ok(response) => break response,
-                Err(Failure::Retry(reason)) if attempt < self.options.retries => {
+                // A request nobody waits for any more has nothing to report.
+                Err(_) if cancel.is_cancelled() => return Ok(finished),
+                Err(Failure::Retry(reason))
+                    if attempt < self.options.retries
+                        && Instant::now() + BACKOFF * 4u32.pow(attempt) < deadline =>
+                {
                     let wait = BACKOFF * 4u32.pow(attempt);
                     tracing::debug!("{}: {reason}; trying again in {wait:?}", self.url());
                     attempt += 1;
@@ -303,10 +328,7 @@ impl Client {
                     }
                 }
                 Err(Failure::Retry(reason) | Failure::Final(reason)) => {
-                    return Err(Error::Remote {
-                        endpoint: self.options.endpoint.clone(),
-                        reason,
-                    });
+                    return Err(self.error(reason));
                 }
             }
         };
@@ -323,6 +345,8 @@ impl Client {
             }
             line.clear();
             match events.read_line(&mut line) {
+                // Cancelling shuts the connection, which may read as its end.
+                Ok(0) if cancel.is_cancelled() => break,
                 Ok(0) => {
                     // The stream ended without its end marker.
                     finished.reason = FinishReason::EndOfGeneration;
@@ -333,27 +357,15 @@ impl Client {
                     tracing::debug!("cancelled while reading: {e}");
                     break;
                 }
-                Err(e) if is_timeout(&e) && !finished.text.is_empty() => {
-                    // Out of time with text in hand: the text so far, as the local engine
-                    // gives it at its time limit (an error would be shown as an outage).
+                // The server answered, but not all in time: what came so far (nothing, while it
+                // was still computing the prompt), as the local engine gives at its time
+                // limit; not an outage.
+                Err(e) if is_timeout(&e) => {
                     tracing::debug!("the answer took longer than allowed: {e}");
                     finished.reason = FinishReason::TimeLimit;
                     break;
                 }
-                Err(e) => {
-                    let reason = if is_timeout(&e) {
-                        format!(
-                            "the answer took longer than the {} ms allowed (remoteTimeoutMs)",
-                            self.options.timeout.as_millis()
-                        )
-                    } else {
-                        format!("the answer stopped: {e}")
-                    };
-                    return Err(Error::Remote {
-                        endpoint: self.options.endpoint.clone(),
-                        reason,
-                    });
-                }
+                Err(e) => return Err(self.error(format!("the answer stopped: {e}"))),
             }
             let Some(data) = line.trim_end().strip_prefix("data:").map(str::trim_start) else {
                 // Blank separators, `:` comments (pings), `event:` lines.
@@ -411,10 +423,20 @@ impl Client {
         Ok(finished)
     }
 
+    fn error(&self, reason: String) -> Error {
+        Error::Remote {
+            endpoint: self.options.endpoint.clone(),
+            reason,
+        }
+    }
+
     /// One attempt: the response when the server accepted the request.
-    fn send(&self, body: &Value) -> Result<ureq::http::Response<ureq::Body>, Failure> {
-        let mut request = self
-            .agent
+    fn send(
+        &self,
+        agent: &ureq::Agent,
+        body: &Value,
+    ) -> Result<ureq::http::Response<ureq::Body>, Failure> {
+        let mut request = agent
             .post(&self.url())
             .header("Accept", "text/event-stream");
         if let Some(key) = &self.api_key {
@@ -440,6 +462,42 @@ impl Client {
         } else {
             Err(Failure::Final(reason))
         }
+    }
+}
+
+/// Shuts the request's current connection when it is cancelled, from a thread of its own (the
+/// request's thread may be blocked reading); ends with the request.
+struct Watch {
+    done: Arc<AtomicBool>,
+}
+
+impl Watch {
+    fn start(cancel: CancelToken, current: Arc<Mutex<Option<ureq::Agent>>>) -> Watch {
+        let done = Arc::new(AtomicBool::new(false));
+        let finished = done.clone();
+        let spawned = std::thread::Builder::new()
+            .name("pyfill-cancel".into())
+            .spawn(move || {
+                while !finished.load(Ordering::Relaxed) {
+                    if cancel.is_cancelled() {
+                        if let Some(agent) = current.lock().ok().and_then(|mut a| a.take()) {
+                            agent.shutdown();
+                        }
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!("a cancelled request will finish its current read first: {e}");
+        }
+        Watch { done }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
     }
 }
 

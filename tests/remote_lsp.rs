@@ -1,114 +1,37 @@
 //! The real binary on a remote backend: the language server over JSON-RPC and `pyfill
-//! complete`, against a fake llama-server in this process (a `TcpListener` answering
-//! `/completion` with hand-written server-sent events). No model is loaded anywhere: the
+//! complete`, against a fake llama-server in this process (`common::http`: a `TcpListener`
+//! answering `/completion` with hand-written server-sent events). No model is loaded anywhere: the
 //! `--model` given does not exist.
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::http::{Fake, respond};
 use common::lsp::{Client, items_text};
 use serde_json::{Value, json};
 
 const NO_MODEL: &str = "/nonexistent/pyfill-remote-test.gguf";
 
-/// A fake llama-server: every `/completion` request gets `pieces` as streamed events, then the
-/// end-of-generation event; it keeps the request bodies.
-struct Fake {
-    addr: SocketAddr,
-    bodies: Arc<Mutex<Vec<Value>>>,
-    stopped: Arc<AtomicBool>,
+/// A fake llama-server on a free port: every `/completion` request gets `pieces` as events, then
+/// the end-of-generation event, in one answer with a `Content-Length`.
+fn llama_server(pieces: &'static [&'static str]) -> Fake {
+    llama_server_on(TcpListener::bind("127.0.0.1:0").unwrap(), pieces)
 }
 
-impl Fake {
-    fn start(pieces: &'static [&'static str]) -> Fake {
-        Self::on(TcpListener::bind("127.0.0.1:0").unwrap(), pieces)
-    }
-
-    fn on(listener: TcpListener, pieces: &'static [&'static str]) -> Fake {
-        let addr = listener.local_addr().unwrap();
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let stopped = Arc::new(AtomicBool::new(false));
-        let (log, stop) = (bodies.clone(), stopped.clone());
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                if stop.load(Ordering::SeqCst) {
-                    // The listener closes here: connections are refused from now on.
-                    return;
-                }
-                let Ok(stream) = stream else { continue };
-                let log = log.clone();
-                std::thread::spawn(move || answer(stream, pieces, &log));
-            }
-        });
-        Fake {
-            addr,
-            bodies,
-            stopped,
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.bodies.lock().unwrap().clone()
-    }
-
-    /// Closes the port (the accept loop wakes on one last connection and ends).
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        // Until the listener is dropped, connections would still be accepted by the kernel.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while TcpStream::connect(self.addr).is_ok() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-fn answer(mut stream: TcpStream, pieces: &[&str], log: &Mutex<Vec<Value>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut length = 0;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let header = line.trim_end().to_ascii_lowercase();
-        if header.is_empty() {
-            break;
-        }
-        if let Some(n) = header.strip_prefix("content-length:") {
-            length = n.trim().parse().unwrap_or(0);
-        }
-    }
-    let mut body = vec![0; length];
-    if reader.read_exact(&mut body).is_err() {
-        return;
-    }
-    log.lock()
-        .unwrap()
-        .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+/// [`llama_server`] on a listener the test bound.
+fn llama_server_on(listener: TcpListener, pieces: &'static [&'static str]) -> Fake {
     let mut events: String = pieces
         .iter()
         .map(|p| format!("data: {}\n\n", json!({"content": p, "stop": false})))
         .collect();
     events.push_str("data: {\"content\":\"\",\"stop\":true,\"stop_type\":\"eos\"}\n\n");
-    let _ = write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n{events}",
-        events.len()
-    );
+    Fake::on(listener, move |_, _, s| {
+        respond(s, "200 OK", "text/event-stream", &events)
+    })
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then let go).
@@ -170,26 +93,26 @@ fn warnings(client: &mut Client, endpoint: &str, wait: Duration) -> Vec<String> 
 #[test]
 fn suggestions_come_from_the_server_and_are_tidied() {
     // The server goes on past the return line; the suggestion ends with the statement.
-    let fake = Fake::start(&["a", " + b", "\n\n\n", "print(add(1, 2))\n"]);
+    let fake = llama_server(&["a", " + b", "\n\n\n", "print(add(1, 2))\n"]);
     let mut client = server(&fake.endpoint());
     client.open(URI, ADD);
     assert_eq!(client.inline(URI, 1, 11), vec!["a + b".to_owned()]);
 
-    let bodies = fake.bodies();
-    assert_eq!(bodies.len(), 1);
-    let prompt = bodies[0]["prompt"].as_str().unwrap();
+    assert_eq!(fake.attempts(), 1);
+    let body = fake.request(0).body;
+    let prompt = body["prompt"].as_str().unwrap();
     let prefix = prompt.find("<|fim_prefix|>").expect(prompt);
     let code = prompt.find("def add(a, b):\n    return ").expect(prompt);
     let suffix = prompt.find("<|fim_suffix|>").expect(prompt);
     assert!(prefix < code && code < suffix, "{prompt:?}");
     assert!(prompt.ends_with("<|fim_middle|>"), "{prompt:?}");
-    assert_eq!(bodies[0]["stream"], true);
+    assert_eq!(body["stream"], true);
     assert_eq!(client.shutdown(), Some(0));
 }
 
 #[test]
 fn text_that_is_not_ascii_is_suggested() {
-    let fake = Fake::start(&["\"Ça ", "fait déjà ", "trois tâches ", "à vérifier\"", "\n"]);
+    let fake = llama_server(&["\"Ça ", "fait déjà ", "trois tâches ", "à vérifier\"", "\n"]);
     let mut client = server(&fake.endpoint());
     client.open(URI, "def todo():\n    return \n");
     assert_eq!(
@@ -233,12 +156,12 @@ fn an_outage_gives_empty_answers_and_one_warning_until_the_server_answers() {
     assert_eq!(shown.len(), 1, "one warning per outage: {shown:?}");
 
     // The server comes up on that port: suggestions again, no message.
-    let fake = Fake::on(
+    let fake = llama_server_on(
         TcpListener::bind(("127.0.0.1", port)).unwrap(),
         &["a + b", "\n"],
     );
     assert_eq!(client.inline(&uris[1], 1, 11), vec!["a + b".to_owned()]);
-    assert_eq!(fake.bodies().len(), 1);
+    assert_eq!(fake.attempts(), 1);
 
     // It goes down again: a new outage, a new warning.
     fake.stop();
@@ -290,7 +213,7 @@ fn complete_on_an_unreachable_server_fails_clearly() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 
     // And on a server that answers: the suggestion, no model needed.
-    let fake = Fake::start(&["a + b", "\n"]);
+    let fake = llama_server(&["a + b", "\n"]);
     let (out, _) = pyfill(&[
         "complete",
         &location,

@@ -113,9 +113,8 @@ fn only_the_model_download_and_a_chosen_remote_backend_touch_the_network() {
         let text =
             std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(file))
                 .unwrap();
-        assert_eq!(
-            text.matches("remote::engine(").count(),
-            text.matches(".remote()").count().min(1),
+        assert!(
+            text.matches("remote::engine(").count() <= text.matches(".remote()").count(),
             "{file}: a remote engine started without a remote backend chosen"
         );
     }

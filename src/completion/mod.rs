@@ -213,7 +213,16 @@ pub fn plan(
         .and_then(|r| r.file_name())
         .and_then(|n| n.to_str())
         .unwrap_or(prompt::DEFAULT_REPOSITORY);
+    // A server cannot heal (see `ModelInfo::remote`): its prompts end with the line typed so
+    // far before the suffix, and whole bodies are asked for by FIM (a chat prompt ends in the
+    // typed indentation, which needs healing).
+    let layout = if model.remote {
+        prompt::Layout::Classic
+    } else {
+        ask.layout
+    };
     let chat = match ask.block_prompt.as_str() {
+        _ if model.remote => false,
         "chat" => true,
         "auto" => prompt::chat_tuned(model_name),
         _ => false,
@@ -227,13 +236,13 @@ pub fn plan(
         };
         match chat {
             Some(p) => Ok(p),
-            None => prompt::build(tokenizer, &family, context, repository, ask.layout),
+            None => prompt::build(tokenizer, &family, context, repository, layout),
         }
     };
     let prompt = prompt_for(&context)?;
     // When the engine has little of this prompt cached (a freshly opened file), a small
     // window answers first while the whole one is computed in the background.
-    let fallback = if ask.cold_window && prompt.len() > engine::FOREGROUND_LIMIT {
+    let fallback = if ask.cold_window && !model.remote && prompt.len() > engine::FOREGROUND_LIMIT {
         let small = fit_to_context(
             &cold_budget(prefill_rate),
             model.context_length,
@@ -255,7 +264,7 @@ pub fn plan(
             // bodies) end in the indentation typed: one whitespace token the model never saw
             // before a word (code has "   " + " if"), so it would write " if" and indent every
             // line one space too far; it spells the indentation out again instead.
-            heal: (ask.layout == prompt::Layout::Typing
+            heal: (layout == prompt::Layout::Typing
                 && !context.line_before.trim_start().is_empty())
                 || (chat_prompt && !context.line_before.is_empty()),
         },

@@ -39,6 +39,9 @@ pub struct ModelInfo {
     pub layers: usize,
     pub context_length: usize,
     pub vocab_size: usize,
+    /// Generation runs on an inference server (the remote backend), which can neither take
+    /// back a half-typed word (token healing) nor keep a second cache for a small first window.
+    pub remote: bool,
 }
 
 pub struct LoadedModel {
@@ -85,6 +88,7 @@ impl LoadedModel {
             layers: model.n_layers(),
             context_length: model.context_length(),
             vocab_size: tokenizer.vocab_size(),
+            remote: false,
         };
         Ok(Self {
             model,

@@ -199,11 +199,12 @@ impl Engine {
                         continue;
                     }
                     let (client, words) = (client.clone(), words.clone());
+                    let events = job.events.clone();
                     let spawned = std::thread::Builder::new()
                         .name("pyfill-request".into())
                         .spawn(move || remote_job(&client, &words, job));
                     if let Err(e) = spawned {
-                        tracing::error!("cannot start a request thread: {e}");
+                        let _ = events.send(Event::Failed(Error::Spawn(e)));
                     }
                 }
             })
@@ -305,13 +306,27 @@ fn remote_job(client: &crate::remote::Client, tokenizer: &Tokenizer, job: Job) {
         cancel,
         events,
     } = job;
-    let prompt = tokenizer.decode(&request.prompt);
-    let outcome = client.generate(&prompt, &mut request, &cancel, &mut |piece| {
-        let _ = events.send(Event::Text(piece.to_owned()));
-    });
+    // The servers add the model's BOS themselves.
+    let ids = match (request.prompt.split_first(), tokenizer.bos()) {
+        (Some((first, rest)), Some(bos)) if *first == bos => rest,
+        _ => &request.prompt[..],
+    };
+    let prompt = tokenizer.decode(ids);
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        client.generate(&prompt, &mut request, &cancel, &mut |piece| {
+            let _ = events.send(Event::Text(piece.to_owned()));
+        })
+    }));
     let _ = events.send(match outcome {
-        Ok(finished) => Event::Done(finished),
-        Err(e) => Event::Failed(e),
+        Ok(Ok(finished)) => Event::Done(finished),
+        Ok(Err(e)) => Event::Failed(e),
+        Err(panic) => Event::Failed(Error::Panicked(
+            panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a remote request failed".into()),
+        )),
     });
 }
 

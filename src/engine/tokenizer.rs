@@ -252,7 +252,14 @@ impl Tokenizer {
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| fail(format!("not JSON: {e}")))?;
         let model = &json["model"];
-        if model["type"].as_str() != Some("BPE") {
+        // Byte-level BPE only (GPT-2's byte alphabet): SentencePiece-style BPE (`▁` pieces,
+        // byte fallback) would lose every space and newline here.
+        let byte_level = json["decoder"]["type"].as_str() == Some("ByteLevel")
+            || json["pre_tokenizer"].to_string().contains("\"ByteLevel\"");
+        if model["type"].as_str() != Some("BPE")
+            || model["byte_fallback"].as_bool() == Some(true)
+            || !byte_level
+        {
             return Err(fail("only byte-level BPE tokenizers are supported".into()));
         }
         let vocab = model["vocab"]

@@ -135,6 +135,7 @@ impl Backend {
             let mut st = self.state();
             st.load_generation += 1;
             st.engine_died = false;
+            st.remote_trouble = None;
             st.engine = if st.settings.enable {
                 EngineState::Loading
             } else {
@@ -618,14 +619,8 @@ fn ask_for(st: &State, uri: &str, text: String, snapshot: &Snapshot, offset: usi
         },
         prompt_format: settings.prompt_format.clone(),
         block_prompt: settings.block_prompt.clone(),
-        // A server cannot take back a half-typed word (token healing) nor answer from a small
-        // window first: remote prompts end with the line typed so far, before the suffix.
-        layout: if settings.backend == crate::remote::Backend::Local {
-            crate::prompt::Layout::default()
-        } else {
-            crate::prompt::Layout::Classic
-        },
-        cold_window: settings.backend == crate::remote::Backend::Local,
+        layout: crate::prompt::Layout::default(),
+        cold_window: true,
     }
 }
 

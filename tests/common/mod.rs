@@ -1,7 +1,9 @@
 //! Shared test support: tiny GGUF models with random weights, written by the tests themselves, and
-//! the location of the real default model.
+//! the location of the real default model; an LSP client for the real binary (`lsp`) and a fake
+//! inference server over HTTP (`http`).
 #![allow(dead_code)]
 
+pub mod http;
 pub mod lsp;
 
 use std::path::{Path, PathBuf};
