@@ -462,12 +462,15 @@ impl Backend {
                             }
                             Ok(None)
                         }
-                        Ok(suggestion) => {
+                        // Only an answer shows the server is back (a request cancelled before it
+                        // reached the server says nothing about it).
+                        Ok(Some(suggestion)) => {
                             if lock(&state).remote_trouble.take().is_some() {
                                 tracing::info!("the server answers again");
                             }
-                            Ok(suggestion)
+                            Ok(Some(suggestion))
                         }
+                        Ok(None) => Ok(None),
                         Err(e) => Err(e),
                     };
                     outcome.map_err(|e| {
