@@ -237,10 +237,7 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             ModelAction::Fetch { index_url } => fetch(index_url.as_deref()),
         },
         Some(Command::Eval { options, json }) => {
-            let engine = match settings.remote() {
-                Some(remote) => pyfill::remote::engine(remote, settings.tokenizer.as_deref())?,
-                None => Engine::start_with(&model_path(cli.model.as_deref())?, options.kernels)?,
-            };
+            let engine = engine_for(&settings, options.kernels)?;
             let summary = run_eval(&engine, &options)?;
             let mut stdout = std::io::stdout();
             if json {
@@ -503,6 +500,14 @@ fn fetch(index_url: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// The engine the settings choose: on their inference server, else the model loaded here.
+fn engine_for(settings: &pyfill::config::Settings, kernels: Kernels) -> Result<Engine> {
+    Ok(match settings.remote() {
+        Some(remote) => pyfill::remote::engine(remote, settings.tokenizer.as_deref())?,
+        None => Engine::start_with(&model_path(settings.model.as_deref())?, kernels)?,
+    })
+}
+
 fn model_path(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_owned());
@@ -524,10 +529,7 @@ fn complete(settings: &pyfill::config::Settings, location: &str, max_tokens: usi
     let offset = offset_of(&text, line, col)
         .with_context(|| format!("{}: no line {line}", file.display()))?;
     let remote = settings.remote();
-    let engine = match remote.clone() {
-        Some(options) => pyfill::remote::engine(options, settings.tokenizer.as_deref())?,
-        None => Engine::start(&model_path(settings.model.as_deref())?)?,
-    };
+    let engine = engine_for(settings, Kernels::Fast)?;
     let params = GenerationParams {
         max_tokens,
         max_time: remote.map(|r| r.timeout),

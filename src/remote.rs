@@ -282,17 +282,7 @@ impl Client {
     ) -> Result<Finished, Error> {
         let start = Instant::now();
         let params = request.params.clone();
-        let mut finished = Finished {
-            text: String::new(),
-            tokens: Vec::new(),
-            reason: FinishReason::Cancelled,
-            prompt_tokens: request.prompt.len(),
-            reused_tokens: 0,
-            prefill_time: Duration::ZERO,
-            decode_time: Duration::ZERO,
-            fallback: false,
-            drafted_tokens: 0,
-        };
+        let mut finished = Finished::cancelled(request.prompt.len());
         let body = self.body(prompt, &params, params.max_time);
         // One deadline for every attempt: the timeout bounds the whole request.
         let deadline = start + self.options.timeout;

@@ -109,6 +109,24 @@ pub struct Finished {
     pub drafted_tokens: usize,
 }
 
+impl Finished {
+    /// Nothing generated yet, for a prompt of `prompt_tokens` (what a request cancelled before
+    /// it produced anything finishes with).
+    pub fn cancelled(prompt_tokens: usize) -> Self {
+        Self {
+            text: String::new(),
+            tokens: Vec::new(),
+            reason: FinishReason::Cancelled,
+            prompt_tokens,
+            reused_tokens: 0,
+            prefill_time: Duration::ZERO,
+            decode_time: Duration::ZERO,
+            fallback: false,
+            drafted_tokens: 0,
+        }
+    }
+}
+
 /// Uncached prompt tokens a request may compute before its answer (about a third of a second at
 /// prefill rates on two cores); beyond this its fallback prompt answers, if that saves
 /// [`FALLBACK_SAVING`] tokens.
@@ -153,15 +171,8 @@ pub fn run(
     let reused = cache.common_prefix_len(prompt).min(prompt.len() - 1);
     cache.truncate(reused);
     let mut finished = Finished {
-        text: String::new(),
-        tokens: Vec::new(),
-        reason: FinishReason::Cancelled,
-        prompt_tokens: prompt.len(),
         reused_tokens: reused,
-        prefill_time: Duration::ZERO,
-        decode_time: Duration::ZERO,
-        fallback: false,
-        drafted_tokens: 0,
+        ..Finished::cancelled(prompt.len())
     };
     let out_of_time = || params.max_time.is_some_and(|t| start.elapsed() >= t);
 

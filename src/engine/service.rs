@@ -195,7 +195,9 @@ impl Engine {
                     };
                     waiting.fetch_sub(1, Ordering::SeqCst);
                     if job.cancel.is_cancelled() {
-                        let _ = job.events.send(Event::Done(cancelled(&job.request)));
+                        let _ = job
+                            .events
+                            .send(Event::Done(Finished::cancelled(job.request.prompt.len())));
                         continue;
                     }
                     let (client, words) = (client.clone(), words.clone());
@@ -328,21 +330,6 @@ fn remote_job(client: &crate::remote::Client, tokenizer: &Tokenizer, job: Job) {
                 .unwrap_or_else(|| "a remote request failed".into()),
         )),
     });
-}
-
-/// What a request cancelled before it started finishes with.
-fn cancelled(request: &Request) -> Finished {
-    Finished {
-        text: String::new(),
-        tokens: Vec::new(),
-        reason: generate::FinishReason::Cancelled,
-        prompt_tokens: request.prompt.len(),
-        reused_tokens: 0,
-        prefill_time: std::time::Duration::ZERO,
-        decode_time: std::time::Duration::ZERO,
-        fallback: false,
-        drafted_tokens: 0,
-    }
 }
 
 /// KV caches the engine keeps: typing goes on in one while a longer prompt for the same place
