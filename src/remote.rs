@@ -704,19 +704,21 @@ mod tests {
         assert_eq!(error_message(&"x".repeat(1000)).chars().count(), 301);
     }
 
+    /// Options for `backend` at `endpoint`, model `m`, no key, no retries.
+    fn options(backend: Backend, endpoint: &str) -> Options {
+        Options {
+            backend,
+            endpoint: endpoint.into(),
+            model: Some("m".into()),
+            api_key_env: None,
+            timeout: Duration::from_secs(1),
+            retries: 0,
+        }
+    }
+
     #[test]
     fn urls_per_backend() {
-        let client = |backend, endpoint: &str| {
-            Client::new(Options {
-                backend,
-                endpoint: endpoint.into(),
-                model: None,
-                api_key_env: None,
-                timeout: Duration::from_secs(1),
-                retries: 0,
-            })
-            .unwrap()
-        };
+        let client = |backend, endpoint: &str| Client::new(options(backend, endpoint)).unwrap();
         assert_eq!(
             client(Backend::LlamaCpp, "http://h:8080/").url(),
             "http://h:8080/completion"
@@ -733,15 +735,7 @@ mod tests {
             client(Backend::Tgi, "http://h").url(),
             "http://h/generate_stream"
         );
-        let bad = Client::new(Options {
-            backend: Backend::Tgi,
-            endpoint: "ftp://h".into(),
-            model: None,
-            api_key_env: None,
-            timeout: Duration::from_secs(1),
-            retries: 0,
-        });
-        assert!(bad.is_err());
+        assert!(Client::new(options(Backend::Tgi, "ftp://h")).is_err());
     }
 
     #[test]
@@ -750,17 +744,7 @@ mod tests {
             max_tokens: 7,
             ..GenerationParams::default()
         };
-        let client = |backend| {
-            Client::new(Options {
-                backend,
-                endpoint: "http://h".into(),
-                model: Some("m".into()),
-                api_key_env: None,
-                timeout: Duration::from_secs(1),
-                retries: 0,
-            })
-            .unwrap()
-        };
+        let client = |backend| Client::new(options(backend, "http://h")).unwrap();
         let b = client(Backend::LlamaCpp).body("p", &params, None);
         assert_eq!(
             (b["n_predict"].clone(), b["top_k"].clone()),
