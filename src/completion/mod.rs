@@ -375,6 +375,10 @@ async fn plan_blocking(
 /// Async: computes the prompt `ask` would send into a spare cache, at low priority
 /// ([`Engine::warm`]), for a request expected soon.
 pub async fn warm(engine: Arc<Engine>, ask: Ask) -> engine::Result<()> {
+    // A server keeps its own cache: nothing to plan for it.
+    if engine.info().remote {
+        return Ok(());
+    }
     match plan_blocking(&engine, None, move || Some(ask)).await? {
         Some(plan) => engine.warm(plan.request.prompt),
         None => Ok(()),
@@ -384,6 +388,9 @@ pub async fn warm(engine: Arc<Engine>, ask: Ask) -> engine::Result<()> {
 /// Async: [`warm`] for what the user is expected to ask next after accepting `suggestion`, which
 /// was made for `ask` (see [`after_accepting`]).
 pub async fn warm_after(engine: Arc<Engine>, ask: Ask, suggestion: String) -> engine::Result<()> {
+    if engine.info().remote {
+        return Ok(());
+    }
     match plan_blocking(&engine, None, move || accepted(ask, &suggestion)).await? {
         Some(plan) => engine.warm(plan.request.prompt),
         None => Ok(()),
