@@ -162,7 +162,7 @@ fn clone(m: &QMatrix) -> QMatrix {
     QMatrix {
         format: m.format,
         isa: m.isa,
-        data: m.data.clone(),
+        data: WeightBytes::new(m.data.len(), |out| out.copy_from_slice(&m.data)),
         rows: m.rows,
         cols: m.cols,
     }
