@@ -379,6 +379,11 @@ struct EvalOptions {
     /// (the quality of cold answers).
     #[arg(long)]
     cold_window: bool,
+    /// With `--cold-window`: keep this many tokens before the cursor in the small window, and
+    /// no time limit on its answers (the window's quality on any machine; by default the window
+    /// is sized to this machine's prefill rate and its answers cut at the editor's time limit).
+    #[arg(long, value_name = "TOKENS", requires = "cold_window", value_parser = clap::value_parser!(u32).range(32..=4096))]
+    cold_prefix_tokens: Option<u32>,
     /// Matrix kernels: the fast ones, or candle's quantized matmul (`reference`) to check
     /// that the fast ones change no outcome.
     #[arg(long, value_enum, default_value = "fast")]
@@ -431,6 +436,7 @@ fn run_eval(engine: &Engine, options: &EvalOptions) -> Result<eval::Summary> {
         ask.block_prompt = options.block_prompt.clone();
         ask.layout = options.layout;
         ask.cold_window = options.cold_window;
+        ask.cold_prefix_tokens = options.cold_prefix_tokens.map(|n| n as usize);
         let suggestion = completion::complete(engine, &ask)?.text;
         let latency_ms = start.elapsed().as_secs_f64() * 1e3;
         let problem = &problems[task.problem];

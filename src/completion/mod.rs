@@ -142,6 +142,10 @@ pub struct Ask {
     /// Give the engine a small-window fallback prompt ([`COLD_BUDGET`]) to answer with while it
     /// has little of the whole prompt cached (the editor's case; one-shot uses want the whole).
     pub cold_window: bool,
+    /// A small window of this many tokens before the cursor, its answers with no time limit
+    /// (`pyfill eval --cold-prefix-tokens`: a window's quality on any machine). `None`: sized to
+    /// the engine ([`cold_budget`]) and cut at [`COLD_TIME`], the editor's case.
+    pub cold_prefix_tokens: Option<usize>,
 }
 
 impl Ask {
@@ -159,6 +163,7 @@ impl Ask {
             block_prompt: "auto".into(),
             layout: prompt::Layout::default(),
             cold_window: false,
+            cold_prefix_tokens: None,
         }
     }
 }
@@ -243,11 +248,14 @@ pub fn plan(
     // When the engine has little of this prompt cached (a freshly opened file), a small
     // window answers first while the whole one is computed in the background.
     let fallback = if ask.cold_window && !model.remote && prompt.len() > engine::FOREGROUND_LIMIT {
-        let small = fit_to_context(
-            &cold_budget(prefill_rate),
-            model.context_length,
-            ask.params.max_tokens,
-        );
+        let small = match ask.cold_prefix_tokens {
+            Some(prefix_tokens) => Budget {
+                prefix_tokens,
+                ..COLD_BUDGET
+            },
+            None => cold_budget(prefill_rate),
+        };
+        let small = fit_to_context(&small, model.context_length, ask.params.max_tokens);
         let small = context::build(&source, &small, &count, &ask.workspace);
         Some(prompt_for(&small)?).filter(|p| p.len() < prompt.len())
     } else {
@@ -257,7 +265,7 @@ pub fn plan(
         request: Request {
             prompt,
             fallback,
-            fallback_max_time: Some(COLD_TIME),
+            fallback_max_time: ask.cold_prefix_tokens.is_none().then_some(COLD_TIME),
             params: ask.params.clone(),
             stop: Some(postprocess::stop_rule(&context)),
             // The typing layout ends the prompt with the line so far. Chat prompts (for empty

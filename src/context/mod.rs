@@ -360,9 +360,9 @@ fn prefix_window(
         |start: usize| scope_statement_from(tree, text, start, line_start).unwrap_or(start);
     start = settle(start);
     // The headers of the functions and classes the window starts inside, so the model still
-    // sees their names and parameters (the window then reads as valid code, less a docstring
-    // or the first statements).
-    let mut headers = headers_around(text, start);
+    // sees their names and parameters (the window then reads as valid code, less the first
+    // statements).
+    let (mut headers, mut innermost) = headers_around(text, start);
     if !headers.is_empty() {
         let used = imports_used + count(&headers);
         if let Some(later) = lines_upward(
@@ -373,7 +373,23 @@ fn prefix_window(
         ) {
             start = settle(later.max(start));
         }
-        headers = headers_around(text, start);
+        (headers, innermost) = headers_around(text, start);
+    }
+    // What the window could not start inside (often the innermost definition's docstring, a
+    // long statement) leaves room: the docstring's first lines take it, the closest thing
+    // to a statement of what the code is for.
+    if let Some(header_end) = innermost {
+        let room = || {
+            let used = imports_used
+                + count(&headers)
+                + text[start..line_start]
+                    .split_inclusive('\n')
+                    .map(count)
+                    .sum::<usize>();
+            budget.prefix_tokens.saturating_sub(used + 1)
+        };
+        let kept = docstring(&text[..start], header_end, room, count);
+        headers.push_str(&kept);
     }
     imports_text.push_str(&headers);
     (start, imports_text)
@@ -383,13 +399,15 @@ fn prefix_window(
 const HEADER_SCAN_LINES: usize = 2000;
 
 /// The header lines (`def f(x):`, `class C(B):`) of the definitions whose bodies hold the line
-/// at `start` but start before it, outermost first. Found from the indentation of the text above
-/// `start`, not from the tree: a half-typed line below can turn a whole definition into an
-/// error node from one keystroke to the next, and the prompt's start should not move with it.
-fn headers_around(text: &str, start: usize) -> String {
+/// at `start` but start before it, outermost first, and where the innermost one's header ends.
+/// Found from the indentation of the text above `start`, not from the tree: a half-typed line
+/// below can turn a whole definition into an error node from one keystroke to the next, and the
+/// prompt's start should not move with it.
+fn headers_around(text: &str, start: usize) -> (String, Option<usize>) {
     let Some(first) = text[start..].lines().find(|l| !l.trim().is_empty()) else {
-        return String::new();
+        return (String::new(), None);
     };
+    let mut innermost = None;
     let mut limit = indentation(first);
     let mut headers = Vec::new();
     let above = &text[..start];
@@ -415,17 +433,73 @@ fn headers_around(text: &str, start: usize) -> String {
         }
         // Through the line that ends the header with its colon.
         let mut header = String::new();
-        for l in above[begin..].lines().take(8) {
+        let mut header_end = begin;
+        for l in above[begin..].split_inclusive('\n').take(8) {
             header.push_str(l.trim_end());
             header.push('\n');
+            header_end += l.len();
             if l.trim_end().ends_with(':') {
+                innermost = innermost.or(Some(header_end));
                 headers.push(header);
                 break;
             }
         }
     }
     headers.reverse();
-    headers.concat()
+    (headers.concat(), innermost)
+}
+
+/// The docstring that starts the body after `header_end` (the end of a definition's header),
+/// if it ends within `above`: whole if it fits in `tokens` (asked only when there is one), else
+/// its first lines that do with the quotes closed after them; empty if there is none or not even
+/// its first line fits.
+fn docstring(
+    above: &str,
+    header_end: usize,
+    tokens: impl FnOnce() -> usize,
+    count: &dyn Fn(&str) -> usize,
+) -> String {
+    let body = &above[header_end..];
+    let Some(first) = body.lines().find(|l| !l.trim().is_empty()) else {
+        return String::new();
+    };
+    let opening = first.trim_start().trim_start_matches(['r', 'R', 'u', 'U']);
+    let Some(quote) = ["\"\"\"", "'''"]
+        .into_iter()
+        .find(|q| opening.starts_with(q))
+    else {
+        return String::new();
+    };
+    let from = header_end + body.find(first).unwrap_or(0);
+    let after_open = from + (first.len() - opening.len()) + quote.len();
+    let Some(close) = above[after_open..].find(quote) else {
+        return String::new();
+    };
+    let close_end = after_open + close + quote.len();
+    let to = above[close_end..]
+        .find('\n')
+        .map_or(above.len(), |i| close_end + i + 1);
+    let whole = &above[from..to];
+    let tokens = tokens();
+    if count(whole) <= tokens {
+        return whole.to_owned();
+    }
+    let closing = format!("{}{quote}\n", &first[..indentation(first)]);
+    let mut kept = String::new();
+    let mut used = count(&closing);
+    for line in whole.split_inclusive('\n') {
+        let cost = count(line);
+        if used + cost > tokens {
+            break;
+        }
+        used += cost;
+        kept.push_str(line);
+    }
+    if kept.is_empty() {
+        return kept;
+    }
+    kept.push_str(&closing);
+    kept
 }
 
 /// The first line from `start` on, before `line_start`, that starts a statement of a scope

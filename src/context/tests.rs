@@ -128,15 +128,22 @@ fn a_window_inside_a_long_function_keeps_its_headers() {
         related_tokens: 0,
     };
     let c = context_with(&fixture, budget, None, &());
-    // The docstring is cut; the class and method headers stay, so the window is valid code.
+    // The window cannot start inside the docstring; the class and method headers stay, so the
+    // window is valid code, and the docstring's first lines take the room left, quotes closed.
     assert!(
         c.prefix.starts_with(
-            "import os\n\nclass Shop:\n    def total(self, items,\n              tax):\n        s = 0\n"
+            "import os\n\nclass Shop:\n    def total(self, items,\n              tax):\n        \"\"\"Sum.\n        Explains at length.\n"
         ),
         "{:?}",
         c.prefix
     );
-    assert!(!c.prefix.contains("Explains"));
+    assert!(
+        c.prefix
+            .ends_with("length.\n        \"\"\"\n        s = 0\n        for item in items:\n            s += item\n        "),
+        "{:?}",
+        c.prefix
+    );
+    assert!(c.prefix.matches("Explains").count() < 30);
     assert!(count(&c.prefix) <= 60 + 8, "{}", count(&c.prefix));
     let text = format!("{}pass\n", c.prefix);
     assert!(!parse(&text).root_node().has_error(), "{text}");
@@ -326,4 +333,54 @@ fn an_empty_function_body_is_recognised() {
     for fixture in no {
         assert!(!context(fixture).empty_body, "{fixture:?}");
     }
+}
+
+#[test]
+fn a_docstring_above_the_window_is_kept_whole_or_by_its_first_lines() {
+    let header = "def f(x):\n";
+    let end = header.len();
+    // Whole when it fits, with the rest of its closing line.
+    let text = format!("{header}    r'''Doubles x.\n\n    More.\n    '''  # note\n    y = 2\n");
+    assert_eq!(
+        docstring(&text, end, || 100, &count),
+        "    r'''Doubles x.\n\n    More.\n    '''  # note\n"
+    );
+    // Cut: whole lines, the same quotes closed at its indentation.
+    let long = format!(
+        "{header}    \"\"\"Doubles x.\n{}    \"\"\"\n",
+        "    And more.\n".repeat(20)
+    );
+    let cut = docstring(&long, end, || 20, &count);
+    assert!(
+        cut.starts_with("    \"\"\"Doubles x.\n    And more.\n"),
+        "{cut:?}"
+    );
+    assert!(cut.ends_with("And more.\n    \"\"\"\n"), "{cut:?}");
+    assert!(count(&cut) <= 20, "{}", count(&cut));
+    assert!(
+        !parse(&format!("{header}{cut}    pass\n"))
+            .root_node()
+            .has_error()
+    );
+    // No room for even its first line, a body that starts with code, a docstring not closed
+    // before the window: nothing.
+    assert_eq!(docstring(&long, end, || 3, &count), "");
+    assert_eq!(
+        docstring(&format!("{header}    x = '''a'''\n"), end, || 100, &count),
+        ""
+    );
+    assert_eq!(
+        docstring(&format!("{header}    '''a\n    b\n"), end, || 100, &count),
+        ""
+    );
+    // One line that does not fit is not cut.
+    assert_eq!(
+        docstring(
+            &format!("{header}    \"\"\"{}\"\"\"\n", "word ".repeat(40)),
+            end,
+            || 20,
+            &count
+        ),
+        ""
+    );
 }

@@ -624,6 +624,7 @@ fn ask_for(st: &State, uri: &str, text: String, snapshot: &Snapshot, offset: usi
         block_prompt: settings.block_prompt.clone(),
         layout: crate::prompt::Layout::default(),
         cold_window: true,
+        cold_prefix_tokens: None,
     }
 }
 
