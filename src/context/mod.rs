@@ -6,7 +6,8 @@
 //! - Windows: the text before and after the cursor, cut at line boundaries to a token budget,
 //!   each cut moved to the nearest statement boundary of a scope around the cursor (so the window
 //!   never starts inside a neighbouring function), with the file's imports kept when the prefix
-//!   window no longer reaches them.
+//!   window no longer reaches them, the headers of the definitions it starts inside, and (for a
+//!   window used once) the first lines of a docstring it lost.
 //! - Mode: the rest of the line, one statement, or a block, decided from the cursor's line and
 //!   the tree around it.
 //! - Related code: signatures of names used near the cursor that come from other files
@@ -40,6 +41,10 @@ pub struct Budget {
     pub suffix_tokens: usize,
     /// Signatures from other files.
     pub related_tokens: usize,
+    /// For a prompt used once (the small first window): the innermost definition's docstring,
+    /// when the prefix window starts below it, keeps its first lines in the room the window's
+    /// cut left.
+    pub lost_docstring: bool,
 }
 
 impl Default for Budget {
@@ -51,6 +56,7 @@ impl Default for Budget {
             prefix_tokens: 1024,
             suffix_tokens: 256,
             related_tokens: 384,
+            lost_docstring: false,
         }
     }
 }
@@ -316,7 +322,8 @@ fn imports_before(tree: &Tree) -> Vec<Node<'_>> {
 }
 
 /// Start of the prefix window, and what to put before it: the imports it no longer reaches
-/// (each on its own line) and the headers of the definitions it starts inside.
+/// (each on its own line), the headers of the definitions it starts inside and, with
+/// [`Budget::lost_docstring`], the first lines of the innermost one's docstring.
 fn prefix_window(
     tree: &Tree,
     text: &str,
@@ -375,10 +382,19 @@ fn prefix_window(
         }
         (headers, innermost) = headers_around(text, start);
     }
-    // What the window could not start inside (often the innermost definition's docstring, a
-    // long statement) leaves room: the docstring's first lines take it, the closest thing
-    // to a statement of what the code is for.
-    if let Some(header_end) = innermost {
+    // A window used once (the small first one) puts the room its cut left (a statement it could
+    // not start inside, often the docstring itself, or part of a line) to use: the first lines
+    // of the innermost definition's docstring, what the code is for, when the window starts in
+    // that definition's body (not deeper, where the docstring would break the indentation). In a
+    // window that stays cached the room shrinks with every line added below, so the docstring
+    // would change the prompt's start from line to line.
+    let window_indent = text[start..line_start]
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .map(indentation);
+    if let (true, Some(header_end), Some(indent)) =
+        (budget.lost_docstring, innermost, window_indent)
+    {
         let room = || {
             let used = imports_used
                 + count(&headers)
@@ -388,7 +404,7 @@ fn prefix_window(
                     .sum::<usize>();
             budget.prefix_tokens.saturating_sub(used + 1)
         };
-        let kept = docstring(&text[..start], header_end, room, count);
+        let kept = docstring(&text[..start], header_end, indent, room, count);
         headers.push_str(&kept);
     }
     imports_text.push_str(&headers);
@@ -438,7 +454,9 @@ fn headers_around(text: &str, start: usize) -> (String, Option<usize>) {
             header.push_str(l.trim_end());
             header.push('\n');
             header_end += l.len();
-            if l.trim_end().ends_with(':') {
+            // The colon may come before a comment (`def f(x):  # noqa`).
+            let code = l.split_once('#').map_or(l, |(code, _)| code);
+            if l.trim_end().ends_with(':') || code.trim_end().ends_with(':') {
                 innermost = innermost.or(Some(header_end));
                 headers.push(header);
                 break;
@@ -449,13 +467,14 @@ fn headers_around(text: &str, start: usize) -> (String, Option<usize>) {
     (headers.concat(), innermost)
 }
 
-/// The docstring that starts the body after `header_end` (the end of a definition's header),
-/// if it ends within `above`: whole if it fits in `tokens` (asked only when there is one), else
-/// its first lines that do with the quotes closed after them; empty if there is none or not even
-/// its first line fits.
+/// The docstring that starts the body after `header_end` (the end of a definition's header), if
+/// it is at `indent` and ends within `above`: whole if it fits in `tokens` (asked only when there
+/// is one), else its first lines that do with the quotes closed after them; empty if there is
+/// none or not even one line of its text fits.
 fn docstring(
     above: &str,
     header_end: usize,
+    indent: usize,
     tokens: impl FnOnce() -> usize,
     count: &dyn Fn(&str) -> usize,
 ) -> String {
@@ -470,9 +489,12 @@ fn docstring(
     else {
         return String::new();
     };
+    if indentation(first) != indent {
+        return String::new();
+    }
     let from = header_end + body.find(first).unwrap_or(0);
     let after_open = from + (first.len() - opening.len()) + quote.len();
-    let Some(close) = above[after_open..].find(quote) else {
+    let Some(close) = closing_quote(&above[after_open..], quote) else {
         return String::new();
     };
     let close_end = after_open + close + quote.len();
@@ -481,25 +503,39 @@ fn docstring(
         .map_or(above.len(), |i| close_end + i + 1);
     let whole = &above[from..to];
     let tokens = tokens();
-    if count(whole) <= tokens {
-        return whole.to_owned();
-    }
-    let closing = format!("{}{quote}\n", &first[..indentation(first)]);
+    let closing = format!("{}{quote}\n", &first[..indent]);
     let mut kept = String::new();
     let mut used = count(&closing);
     for line in whole.split_inclusive('\n') {
         let cost = count(line);
         if used + cost > tokens {
-            break;
+            // Cut: only if some of its text is kept, not just the opening quotes.
+            let text = kept.trim_start().trim_start_matches(['r', 'R', 'u', 'U']);
+            if text.strip_prefix(quote).is_none_or(|t| t.trim().is_empty()) {
+                return String::new();
+            }
+            kept.push_str(&closing);
+            return kept;
         }
         used += cost;
         kept.push_str(line);
     }
-    if kept.is_empty() {
-        return kept;
-    }
-    kept.push_str(&closing);
     kept
+}
+
+/// Where `quote` closes a string in `text` (which starts inside it): its first occurrence not
+/// escaped by a backslash.
+fn closing_quote(text: &str, quote: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = text[from..].find(quote) {
+        let at = from + i;
+        let backslashes = text[..at].bytes().rev().take_while(|&b| b == b'\\').count();
+        if backslashes % 2 == 0 {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
 /// The first line from `start` on, before `line_start`, that starts a statement of a scope

@@ -96,6 +96,7 @@ fn prefix_window_starts_at_a_statement_and_keeps_the_imports() {
         prefix_tokens: 120,
         suffix_tokens: 64,
         related_tokens: 0,
+        lost_docstring: false,
     };
     let c = context_with(&fixture, budget, None, &());
     assert!(
@@ -126,6 +127,7 @@ fn a_window_inside_a_long_function_keeps_its_headers() {
         prefix_tokens: 60,
         suffix_tokens: 16,
         related_tokens: 0,
+        lost_docstring: true,
     };
     let c = context_with(&fixture, budget, None, &());
     // The window cannot start inside the docstring; the class and method headers stay, so the
@@ -166,6 +168,7 @@ fn suffix_window_ends_after_a_whole_statement() {
         prefix_tokens: 64,
         suffix_tokens: 60,
         related_tokens: 0,
+        lost_docstring: false,
     };
     let c = context_with(&fixture, budget, None, &());
     assert!(
@@ -342,7 +345,7 @@ fn a_docstring_above_the_window_is_kept_whole_or_by_its_first_lines() {
     // Whole when it fits, with the rest of its closing line.
     let text = format!("{header}    r'''Doubles x.\n\n    More.\n    '''  # note\n    y = 2\n");
     assert_eq!(
-        docstring(&text, end, || 100, &count),
+        docstring(&text, end, 4, || 100, &count),
         "    r'''Doubles x.\n\n    More.\n    '''  # note\n"
     );
     // Cut: whole lines, the same quotes closed at its indentation.
@@ -350,7 +353,7 @@ fn a_docstring_above_the_window_is_kept_whole_or_by_its_first_lines() {
         "{header}    \"\"\"Doubles x.\n{}    \"\"\"\n",
         "    And more.\n".repeat(20)
     );
-    let cut = docstring(&long, end, || 20, &count);
+    let cut = docstring(&long, end, 4, || 20, &count);
     assert!(
         cut.starts_with("    \"\"\"Doubles x.\n    And more.\n"),
         "{cut:?}"
@@ -364,13 +367,25 @@ fn a_docstring_above_the_window_is_kept_whole_or_by_its_first_lines() {
     );
     // No room for even its first line, a body that starts with code, a docstring not closed
     // before the window: nothing.
-    assert_eq!(docstring(&long, end, || 3, &count), "");
+    assert_eq!(docstring(&long, end, 4, || 3, &count), "");
     assert_eq!(
-        docstring(&format!("{header}    x = '''a'''\n"), end, || 100, &count),
+        docstring(
+            &format!("{header}    x = '''a'''\n"),
+            end,
+            4,
+            || 100,
+            &count
+        ),
         ""
     );
     assert_eq!(
-        docstring(&format!("{header}    '''a\n    b\n"), end, || 100, &count),
+        docstring(
+            &format!("{header}    '''a\n    b\n"),
+            end,
+            4,
+            || 100,
+            &count
+        ),
         ""
     );
     // One line that does not fit is not cut.
@@ -378,9 +393,106 @@ fn a_docstring_above_the_window_is_kept_whole_or_by_its_first_lines() {
         docstring(
             &format!("{header}    \"\"\"{}\"\"\"\n", "word ".repeat(40)),
             end,
+            4,
             || 20,
             &count
         ),
         ""
     );
+}
+
+#[test]
+fn a_lost_docstring_goes_in_only_where_the_window_reads_as_valid_code() {
+    let small = Budget {
+        prefix_tokens: 42,
+        suffix_tokens: 16,
+        related_tokens: 0,
+        lost_docstring: true,
+    };
+    // A window that starts deeper than the body (inside the loop): the docstring between the
+    // header and it would be an unexpected indent.
+    let body = "            total += item * 2\n".repeat(40);
+    let deeper = format!(
+        "def total(items):\n    \"\"\"Sum.\"\"\"\n    total = 0\n    for item in items:\n{body}            $0\n"
+    );
+    let c = context_with(&deeper, small, None, &());
+    assert!(!c.prefix.contains("Sum."), "{:?}", c.prefix);
+    // Only for a window used once: a cached one keeps its start while lines are added below.
+    let docstring = "    Explains at length.\n".repeat(60);
+    let level = |lines: usize| {
+        format!(
+            "def total(items):\n    \"\"\"Sum.\n{docstring}    \"\"\"\n    s = 0\n{}    $0\n",
+            "    s += 1\n".repeat(lines)
+        )
+    };
+    let cached = Budget {
+        lost_docstring: false,
+        prefix_tokens: 200,
+        ..small
+    };
+    let (two, three) = (
+        context_with(&level(2), cached, None, &()),
+        context_with(&level(3), cached, None, &()),
+    );
+    assert!(!two.prefix.contains("Explains"), "{:?}", two.prefix);
+    assert!(
+        three.prefix.starts_with(two.prefix.trim_end()),
+        "{:?}",
+        three.prefix
+    );
+    let once = context_with(
+        &level(2),
+        Budget {
+            lost_docstring: true,
+            ..cached
+        },
+        None,
+        &(),
+    );
+    assert!(
+        once.prefix.contains("Sum.\n    Explains"),
+        "{:?}",
+        once.prefix
+    );
+    // A header whose colon comes before a comment still ends there.
+    let commented = format!(
+        "def total(items):  # noqa\n    \"\"\"Sum.\n{docstring}    \"\"\"\n    s = 0\n    if items:\n        s += 2\n    $0\n"
+    );
+    let c = context_with(
+        &commented,
+        Budget {
+            lost_docstring: true,
+            ..cached
+        },
+        None,
+        &(),
+    );
+    assert!(
+        c.prefix
+            .starts_with("def total(items):  # noqa\n    \"\"\"Sum.\n"),
+        "{:?}",
+        c.prefix
+    );
+    assert!(
+        c.prefix
+            .ends_with("    s = 0\n    if items:\n        s += 2\n    "),
+        "{:?}",
+        c.prefix
+    );
+}
+
+#[test]
+fn an_escaped_or_lone_quote_does_not_end_a_docstring() {
+    let header = "def f(x):\n";
+    let end = header.len();
+    let text = format!("{header}    \"\"\"Say \\\"\"\"hi\\\"\"\".\n    More.\n    \"\"\"\n");
+    assert_eq!(docstring(&text, end, 4, || 100, &count), &text[end..]);
+    // Room for the opening quotes and closing ones but no text: nothing.
+    let bare = format!(
+        "{header}    \"\"\"\n{}    \"\"\"\n",
+        "    Long line of words here.\n".repeat(5)
+    );
+    assert_eq!(docstring(&bare, end, 4, || 5, &count), "");
+    // Not at the body's indentation: nothing.
+    assert_eq!(docstring(&bare, end, 8, || 100, &count), "");
 }

@@ -614,6 +614,7 @@ fn ask_for(st: &State, uri: &str, text: String, snapshot: &Snapshot, offset: usi
             prefix_tokens: settings.prefix_tokens,
             suffix_tokens: settings.suffix_tokens,
             related_tokens: settings.related_tokens,
+            lost_docstring: false,
         },
         params: GenerationParams {
             max_tokens: settings.max_tokens,
