@@ -440,15 +440,11 @@ fn a_lost_docstring_goes_in_only_where_the_window_reads_as_valid_code() {
         "{:?}",
         three.prefix
     );
-    let once = context_with(
-        &level(2),
-        Budget {
-            lost_docstring: true,
-            ..cached
-        },
-        None,
-        &(),
-    );
+    let used_once = Budget {
+        lost_docstring: true,
+        ..cached
+    };
+    let once = context_with(&level(2), used_once, None, &());
     assert!(
         once.prefix.contains("Sum.\n    Explains"),
         "{:?}",
@@ -458,15 +454,7 @@ fn a_lost_docstring_goes_in_only_where_the_window_reads_as_valid_code() {
     let commented = format!(
         "def total(items):  # noqa\n    \"\"\"Sum.\n{docstring}    \"\"\"\n    s = 0\n    if items:\n        s += 2\n    $0\n"
     );
-    let c = context_with(
-        &commented,
-        Budget {
-            lost_docstring: true,
-            ..cached
-        },
-        None,
-        &(),
-    );
+    let c = context_with(&commented, used_once, None, &());
     assert!(
         c.prefix
             .starts_with("def total(items):  # noqa\n    \"\"\"Sum.\n"),
