@@ -9,7 +9,16 @@ use crate::engine::{self, LoadedModel, LogitsFor};
 const SAMPLE: &str = include_str!("../benches/data/textwrap.py");
 
 pub const PREFILL_LENGTHS: [usize; 3] = [128, 512, 1024];
-pub const DECODE_TOKENS: usize = 64;
+pub const DECODE_TOKENS: u16 = 64;
+
+/// What to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// Tokens decoded after the 512-token prompt.
+    pub decode_tokens: usize,
+    /// Only the 512-token prompt and the decoding after it.
+    pub decode_only: bool,
+}
 
 #[derive(Debug, serde::Serialize)]
 pub struct Report {
@@ -22,10 +31,12 @@ pub struct Report {
     pub prefill_tok_s: f64,
     /// Greedy decoding after the 512-token prompt.
     pub decode_tok_s: f64,
+    /// Tokens decoded for `decode_tok_s`.
+    pub decode_tokens: usize,
     pub peak_rss_mb: f64,
 }
 
-pub fn run(path: &Path) -> engine::Result<Report> {
+pub fn run(path: &Path, options: Options) -> engine::Result<Report> {
     let start = Instant::now();
     let model = LoadedModel::load(path)?;
     let load_s = start.elapsed().as_secs_f64();
@@ -38,6 +49,9 @@ pub fn run(path: &Path) -> engine::Result<Report> {
     let mut prefill = Vec::new();
     let mut decode_tok_s = 0.0;
     for &n in &PREFILL_LENGTHS {
+        if options.decode_only && n != 512 {
+            continue;
+        }
         let prompt = &tokens[..n.min(tokens.len())];
         let mut cache = model.new_cache();
         let t = Instant::now();
@@ -49,10 +63,10 @@ pub fn run(path: &Path) -> engine::Result<Report> {
         if n == 512 {
             let mut next = argmax(logits)?;
             let t = Instant::now();
-            for _ in 0..DECODE_TOKENS {
+            for _ in 0..options.decode_tokens {
                 next = argmax(Some(model.decode(&mut cache, next)?))?;
             }
-            decode_tok_s = DECODE_TOKENS as f64 / t.elapsed().as_secs_f64();
+            decode_tok_s = options.decode_tokens as f64 / t.elapsed().as_secs_f64();
         }
     }
     let prefill_tok_s = prefill
@@ -66,6 +80,7 @@ pub fn run(path: &Path) -> engine::Result<Report> {
         prefill,
         prefill_tok_s,
         decode_tok_s,
+        decode_tokens: options.decode_tokens,
         peak_rss_mb: peak_rss_bytes().unwrap_or(0) as f64 / (1024.0 * 1024.0),
     })
 }
@@ -84,8 +99,8 @@ impl Report {
             out += &format!("prefill    {n:>5} tokens   {rate:>8.1} tok/s\n");
         }
         out += &format!(
-            "decode     {DECODE_TOKENS:>5} tokens   {:>8.1} tok/s  (after a 512-token prompt)\n",
-            self.decode_tok_s
+            "decode     {:>5} tokens   {:>8.1} tok/s  (after a 512-token prompt)\n",
+            self.decode_tokens, self.decode_tok_s
         );
         out += &format!("peak RSS   {:.0} MB\n", self.peak_rss_mb);
         out

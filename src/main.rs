@@ -70,6 +70,12 @@ enum Command {
         /// One JSON line instead of a table.
         #[arg(long)]
         json: bool,
+        /// Tokens to decode after the 512-token prompt (more gives a steadier decode rate).
+        #[arg(long, default_value_t = bench::DECODE_TOKENS, value_parser = clap::value_parser!(u16).range(1..=4096))]
+        decode_tokens: u16,
+        /// Only the 512-token prompt and the decoding after it (to compare decode rates).
+        #[arg(long)]
+        decode_only: bool,
     },
     /// Keystroke latency: retype lines of Python files through the language server (a fresh
     /// server per line) and time the suggestions (see `benches/typing.sh`).
@@ -329,9 +335,19 @@ fn run(cli: Cli, log_level: pyfill::lsp::LogLevel) -> Result<()> {
             }
             Ok(())
         }
-        Some(Command::Bench { json }) => {
+        Some(Command::Bench {
+            json,
+            decode_tokens,
+            decode_only,
+        }) => {
             let path = model_path(cli.model.as_deref())?;
-            let report = bench::run(&path)?;
+            let report = bench::run(
+                &path,
+                bench::Options {
+                    decode_tokens: usize::from(decode_tokens),
+                    decode_only,
+                },
+            )?;
             let mut out = std::io::stdout();
             if json {
                 writeln!(out, "{}", serde_json::to_string(&report)?)?;

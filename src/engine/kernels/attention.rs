@@ -64,8 +64,9 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: Heads) -> Vec<f32> {
         }
     };
     let items = seq * runs;
-    // A handful of dot products is not worth waking the pool for.
-    if items * (shape.pos + seq) < 4096 {
+    // A handful of dot products is not worth waking the pool for; a decoding step's few items
+    // (one per key/value head) each hold a whole group of heads over the context, and are.
+    if seq * n_head * (shape.pos + seq) < 1024 {
         work(0..items);
     } else {
         candle_core::utils::barrier_pool().execute_chunked(items, work);
