@@ -372,7 +372,7 @@ impl Linear {
         let tensor = gguf.tensor_shaped(name, &[rows, cols], device)?;
         let format = match tensor.dtype() {
             GgmlDType::Q5_0 => Some(Format::Q5_0),
-            GgmlDType::Q8_0 if std::env::var_os("NOQ8").is_none() => Some(Format::Q8_0),
+            GgmlDType::Q8_0 => Some(Format::Q8_0),
             GgmlDType::Q4K => Some(Format::Q4K),
             GgmlDType::Q6K => Some(Format::Q6K),
             _ => None,
