@@ -130,13 +130,27 @@ impl Layout for Q5_0 {
     #[inline(always)]
     unsafe fn pair(row: *const u8, groups: usize, g: usize) -> Pair {
         unsafe {
-            // 32 bytes of nibbles for both groups: [a | b] -> [a low, a high, b low, b high].
-            let qs = _mm256_loadu_si256(row.add(6 * groups + 16 * g).cast());
-            let low = _mm256_and_si256(qs, _mm256_set1_epi8(0x0F));
-            let high = _mm256_and_si256(_mm256_srli_epi16::<4>(qs), _mm256_set1_epi8(0x0F));
-            let mixed = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high);
-            let nibbles = _mm512_shuffle_i64x2::<0b11_01_10_00>(mixed, mixed);
-            let bits = row.add(2 * groups + 4 * g).cast::<u64>().read_unaligned();
+            // 32 bytes of nibbles for both groups, [a | b], each group's 16 bytes taken twice:
+            // [a, a, b, b], the second copy shifted for its high nibbles (one shuffle where
+            // splitting first and interleaving after took two).
+            let qs =
+                _mm512_castsi256_si512(_mm256_loadu_si256(row.add(6 * groups + 16 * g).cast()));
+            let twice = _mm512_shuffle_i64x2::<0b01_01_00_00>(qs, qs);
+            let high_copies = 0x0004_0004_0004_0004;
+            let shifts = _mm512_set_epi64(
+                high_copies,
+                high_copies,
+                0,
+                0,
+                high_copies,
+                high_copies,
+                0,
+                0,
+            );
+            let nibbles =
+                _mm512_and_si512(_mm512_srlv_epi16(twice, shifts), _mm512_set1_epi8(0x0F));
+            // Straight from memory into a mask register.
+            let bits = _load_mask64(row.add(2 * groups + 4 * g).cast());
             Pair {
                 q: _mm512_mask_add_epi8(nibbles, bits, nibbles, _mm512_set1_epi8(0x10)),
                 scale: two_scales(row.add(2 * g)),

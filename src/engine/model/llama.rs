@@ -7,7 +7,7 @@ use candle_core::{Device, Storage, Tensor};
 use super::{Bias, Kernels, Linear, LogitsFor, Rope, Stack, rms_norm, vector};
 use crate::engine::error::{Error, Result};
 use crate::engine::gguf::GgufFile;
-use crate::engine::kernels::attention::{Heads, attention};
+use crate::engine::kernels::attention::{Heads, attention, exp};
 use crate::engine::kv_cache::KvCache;
 
 pub struct Llama {
@@ -217,7 +217,7 @@ impl Llama {
                     candle_core::Error::Msg("gate/up projections: wrong number of outputs".into())
                 })?;
             for (g, u) in ff.iter_mut().zip(up) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
+                *g = *g / (1.0 + exp(-*g)) * u;
             }
             for (x, y) in x.iter_mut().zip(layer.down.forward_rows(&ff, seq)?) {
                 *x += y;
