@@ -17,7 +17,8 @@
 //! scales (per 32 values where candle uses one per 256 for K-quants); the tests bound the error
 //! against exact f32 products, and the model tests bound the effect on logits.
 //!
-//! Q4_K blocks keep their layout but with scales and mins one byte each. Q5_0 and Q8_0 rows
+//! K-quant blocks keep their quants but hold their scales (and Q4_K's mins) as f32, multiplied
+//! out at load. Q5_0 and Q8_0 rows
 //! are stored as planes (all scales, then all high bits, then all quants:
 //! the same bytes, but a 512-bit register takes two groups in one load). The GGUF block
 //! layouts (ggml's; value = what a weight means):
@@ -54,12 +55,14 @@ impl Format {
         }
     }
 
-    /// Bytes per block as held in memory: Q4_K blocks get their packed 6-bit scales and mins
-    /// unpacked to one byte each at load (148 bytes instead of 144), so the kernels read them
-    /// without bit twiddling.
+    /// Bytes per block as held in memory. K-quant blocks get their scales multiplied out to f32
+    /// at load (the kernels then load a group's scale instead of converting and multiplying two
+    /// small numbers for every row at every token): Q4_K 192 bytes instead of 144, Q6_K 256
+    /// instead of 210. The products are the same f32 values the kernels computed before.
     fn stored_block_bytes(self) -> usize {
         match self {
-            Self::Q4K => 148,
+            Self::Q4K => 192,
+            Self::Q6K => 256,
             _ => self.block_bytes(),
         }
     }
@@ -137,8 +140,8 @@ impl QMatrix {
         let len = data.len() / format.block_bytes() * format.stored_block_bytes();
         let data = WeightBytes::new(len, |out| match format {
             Format::Q5_0 | Format::Q8_0 => planes(format, &data, cols / GROUP, out),
-            Format::Q4K => q4k_unpacked_scales(&data, out),
-            Format::Q6K => out.copy_from_slice(&data),
+            Format::Q4K => q4k_scales_out(&data, out),
+            Format::Q6K => q6k_scales_out(&data, out),
         });
         Some(Self {
             format,
@@ -262,16 +265,32 @@ fn planes(format: Format, blocks: &[u8], groups: usize, out: &mut [u8]) {
     }
 }
 
-/// Q4_K blocks with their scales and mins one byte each: f16 d, f16 dmin, 8 scales, 8 mins,
-/// then the 128 bytes of nibbles.
-fn q4k_unpacked_scales(blocks: &[u8], out: &mut [u8]) {
-    for (block, dst) in blocks.chunks_exact(144).zip(out.chunks_exact_mut(148)) {
-        dst[..4].copy_from_slice(&block[..4]);
+/// Q4_K blocks with each group's scale and min as f32 (`d * scale`, `dmin * min`): eight
+/// scales, eight mins, then the 128 bytes of nibbles.
+fn q4k_scales_out(blocks: &[u8], out: &mut [u8]) {
+    for (block, dst) in blocks.chunks_exact(144).zip(out.chunks_exact_mut(192)) {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let dmin = half::f16::from_le_bytes([block[2], block[3]]).to_f32();
         let packed = &block[4..16];
         for j in 0..8 {
-            (dst[4 + j], dst[12 + j]) = q4k_scale_min(j, packed);
+            let (scale, min) = q4k_scale_min(j, packed);
+            dst[4 * j..4 * j + 4].copy_from_slice(&(d * f32::from(scale)).to_le_bytes());
+            dst[32 + 4 * j..32 + 4 * j + 4].copy_from_slice(&(dmin * f32::from(min)).to_le_bytes());
         }
-        dst[20..].copy_from_slice(&block[16..]);
+        dst[64..].copy_from_slice(&block[16..]);
+    }
+}
+
+/// Q6_K blocks with their 16 scales as f32 (`d * scale`) in place of the i8 scales and f16 `d`:
+/// 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 f32 scales.
+fn q6k_scales_out(blocks: &[u8], out: &mut [u8]) {
+    for (block, dst) in blocks.chunks_exact(210).zip(out.chunks_exact_mut(256)) {
+        let d = half::f16::from_le_bytes([block[208], block[209]]).to_f32();
+        dst[..192].copy_from_slice(&block[..192]);
+        for (i, &scale) in block[192..208].iter().enumerate() {
+            let value = d * f32::from(scale as i8);
+            dst[192 + 4 * i..192 + 4 * i + 4].copy_from_slice(&value.to_le_bytes());
+        }
     }
 }
 

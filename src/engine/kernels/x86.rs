@@ -190,9 +190,9 @@ impl Layout for Q8_0 {
     }
 }
 
-/// Q4_K blocks as stored (see [`super::Format::stored_block_bytes`]): f16 d, f16 dmin, eight
-/// scale bytes, eight min bytes, 128 bytes of nibbles (groups 2i and 2i + 1 share 32 bytes: low
-/// nibbles, then high nibbles).
+/// Q4_K blocks as stored (see [`super::Format::stored_block_bytes`]): eight f32 scales, eight
+/// f32 mins, 128 bytes of nibbles (groups 2i and 2i + 1 share 32 bytes: low nibbles, then high
+/// nibbles).
 struct Q4K;
 impl Layout for Q4K {
     const SIGNED: bool = false;
@@ -202,9 +202,9 @@ impl Layout for Q4K {
     #[inline(always)]
     unsafe fn group(row: *const u8, _groups: usize, g: usize) -> Group {
         unsafe {
-            let b = row.add(g / 8 * 148);
+            let b = row.add(g / 8 * 192);
             let j = g % 8;
-            let bytes = _mm256_loadu_si256(b.add(20 + 32 * (j / 2)).cast());
+            let bytes = _mm256_loadu_si256(b.add(64 + 32 * (j / 2)).cast());
             let bytes = if j.is_multiple_of(2) {
                 bytes
             } else {
@@ -212,8 +212,8 @@ impl Layout for Q4K {
             };
             Group {
                 q: _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F)),
-                scale: _mm256_set1_ps(f16_at(b) * f32::from(*b.add(4 + j))),
-                min: f16_at(b.add(2)) * f32::from(*b.add(12 + j)),
+                scale: _mm256_set1_ps(b.add(4 * j).cast::<f32>().read_unaligned()),
+                min: b.add(32 + 4 * j).cast::<f32>().read_unaligned(),
             }
         }
     }
@@ -221,29 +221,30 @@ impl Layout for Q4K {
     #[inline(always)]
     unsafe fn pair(row: *const u8, _groups: usize, g: usize) -> Pair {
         unsafe {
-            // g is even, so both groups share one block and one run of 32 bytes.
-            let b = row.add(g / 8 * 148);
+            // g is even, so both groups share one block and one run of 32 bytes: taken twice,
+            // the second copy shifted for its high nibbles.
+            let b = row.add(g / 8 * 192);
             let j = g % 8;
-            let bytes = _mm256_loadu_si256(b.add(20 + 32 * (j / 2)).cast());
-            let low = _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F));
-            let high = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), _mm256_set1_epi8(0x0F));
-            // [d, dmin] times [scale j, scale j+1] and [min j, min j+1], each over 8 lanes.
-            let d = _mm_cvtph_ps(_mm_cvtsi32_si128(b.cast::<i32>().read_unaligned()));
-            let two = |at: usize| {
-                let v = i32::from(b.add(at).cast::<u16>().read_unaligned());
-                _mm_cvtepi32_ps(_mm_cvtepu8_epi32(_mm_cvtsi32_si128(v)))
-            };
+            let bytes = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(64 + 32 * (j / 2)).cast()));
+            let shifts = _mm512_inserti64x4::<1>(_mm512_setzero_si512(), _mm256_set1_epi16(4));
+            let q = _mm512_and_si512(_mm512_srlv_epi16(bytes, shifts), _mm512_set1_epi8(0x0F));
+            // Two f32s each over eight lanes.
             let which = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-            let spread = |v: __m128| _mm512_permutexvar_ps(which, _mm512_castps128_ps512(v));
+            let two = |at: usize| {
+                let v = _mm_castpd_ps(_mm_load_sd(b.add(at).cast::<f64>()));
+                _mm512_permutexvar_ps(which, _mm512_castps128_ps512(v))
+            };
             Pair {
-                q: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high),
-                scale: spread(_mm_mul_ps(two(4 + j), _mm_broadcastss_ps(d))),
-                min: spread(_mm_mul_ps(two(12 + j), _mm_movehdup_ps(d))),
+                q,
+                scale: two(4 * j),
+                min: two(32 + 4 * j),
             }
         }
     }
 }
 
+/// Q6_K blocks as stored: 128 bytes of low nibbles, 64 bytes of 2-bit highs, 16 f32 scales (one
+/// per 16 values).
 struct Q6K;
 impl Layout for Q6K {
     const SIGNED: bool = false;
@@ -253,7 +254,7 @@ impl Layout for Q6K {
     #[inline(always)]
     unsafe fn group(row: *const u8, _groups: usize, g: usize) -> Group {
         unsafe {
-            let b = row.add(g / 8 * 210);
+            let b = row.add(g / 8 * 256);
             // Each half of the block (128 values) holds four groups: low nibbles of bytes
             // 0..32, of 32..64, then the high nibbles of both; two high bits per group in a
             // 32-byte run, at bit 2k for group k.
@@ -269,13 +270,12 @@ impl Layout for Q6K {
             let high = _mm256_srl_epi16(high, _mm_cvtsi32_si128(2 * k as i32));
             let high = _mm256_slli_epi16::<4>(_mm256_and_si256(high, _mm256_set1_epi8(3)));
             // One scale per 16 values: lanes 0..4 hold the first 16 bytes, 4..8 the rest.
-            let scales = b.add(192 + 8 * half + 2 * k).cast::<i8>();
-            let d = f16_at(b.add(208));
+            let scales = b.add(192 + 4 * (8 * half + 2 * k)).cast::<f32>();
             Group {
                 q: _mm256_or_si256(low, high),
                 scale: _mm256_set_m128(
-                    _mm_set1_ps(d * f32::from(*scales.add(1))),
-                    _mm_set1_ps(d * f32::from(*scales)),
+                    _mm_set1_ps(scales.add(1).read_unaligned()),
+                    _mm_set1_ps(scales.read_unaligned()),
                 ),
                 min: 0.0,
             }
@@ -286,7 +286,7 @@ impl Layout for Q6K {
         unsafe {
             // g is even: groups k and k + 1 of one half-block, whose low nibbles are the same
             // nibble of two consecutive 32-byte runs, and whose high bits sit 2 bits apart.
-            let b = row.add(g / 8 * 210);
+            let b = row.add(g / 8 * 256);
             let (half, k) = ((g % 8) / 4, g % 4);
             let low = _mm512_loadu_si512(b.add(64 * half).cast());
             let low = if k < 2 {
@@ -305,9 +305,7 @@ impl Layout for Q6K {
             let high = _mm512_srlv_epi16(high, shift(2 * k as i16));
             let high = _mm512_slli_epi16::<4>(_mm512_and_si512(high, _mm512_set1_epi8(3)));
             // Four scales, one per 16 values, each over four lanes.
-            let scales = b.add(192 + 8 * half + 2 * k).cast::<i32>().read_unaligned();
-            let scales = _mm_cvtepi32_ps(_mm_cvtepi8_epi32(_mm_cvtsi32_si128(scales)));
-            let scales = _mm_mul_ps(scales, _mm_set1_ps(f16_at(b.add(208))));
+            let scales = _mm_loadu_ps(b.add(192 + 4 * (8 * half + 2 * k)).cast());
             let which = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
             Pair {
                 q: _mm512_or_si512(low, high),
