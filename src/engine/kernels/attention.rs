@@ -64,9 +64,10 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: Heads) -> Vec<f32> {
         }
     };
     let items = seq * runs;
-    // A handful of dot products is not worth waking the pool for; a decoding step's few items
-    // (one per key/value head) each hold a whole group of heads over the context, and are.
-    if seq * n_head * (shape.pos + seq) < 1024 {
+    // A single item, or a handful of dot products, is not worth waking the pool for. A decoding
+    // step's few items (one per key/value head) each hold a whole group of query heads over the
+    // context: worth it from about a thousand (query head, key) pairs.
+    if items < 2 || seq * n_head * (shape.pos + seq) < 1024 {
         work(0..items);
     } else {
         candle_core::utils::barrier_pool().execute_chunked(items, work);
@@ -252,8 +253,8 @@ mod simd {
                     let lanes: [__m512; 16] = std::array::from_fn(|j| {
                         let key = block.add(j * dim);
                         let mut acc = _mm512_mul_ps(qc[0], _mm512_loadu_ps(key));
-                        for (c, q) in qc.iter().enumerate().skip(1) {
-                            acc = _mm512_fmadd_ps(*q, _mm512_loadu_ps(key.add(16 * c)), acc);
+                        for (c, part) in qc.iter().enumerate().skip(1) {
+                            acc = _mm512_fmadd_ps(*part, _mm512_loadu_ps(key.add(16 * c)), acc);
                         }
                         acc
                     });
@@ -379,7 +380,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// e^x, branch-free so loops over it vectorise (softmax, SwiGLU): 2^n times a degree-6
 /// polynomial on the remainder, relative error below 2e-6; arguments are clamped to [-87, 88]
-/// (e^88 is near the largest f32, e^-87 near the smallest normal one).
+/// (e^88 is near the largest f32, e^-87 near the smallest normal one), NaN stays NaN.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);

@@ -226,6 +226,7 @@ fn kernel_throughput() {
     ] {
         let blocks = rows * cols / format.block_values();
         let m = QMatrix::new(format, random_blocks(format, 1, blocks), rows, cols).unwrap();
+        // Bytes as stored: K-quants hold f32 scales, more than their GGUF blocks.
         let bytes = m.data.len() as f64;
         for n in [1, 64] {
             let x = noise(2, n * cols);

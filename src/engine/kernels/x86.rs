@@ -1,6 +1,7 @@
 //! The x86 kernels behind [`super::QMatrix::matmul`]: one generic tile (rows x tokens, integer
 //! dot products per group of 32, f32 accumulators per lane), instantiated per weight format and
-//! per instruction set. Each format only says how to unpack one group of its weights.
+//! per instruction set. Each format only says how to unpack one group of its weights (and two
+//! at once for 512-bit registers).
 
 use std::arch::x86_64::*;
 use std::marker::PhantomData;
@@ -100,7 +101,7 @@ unsafe fn two_scales(p: *const u8) -> __m512 {
     }
 }
 
-/// Q5_0 rows as planes (see [`super::Format::planar`]): f16 scales, then 32 high bits per
+/// Q5_0 rows as planes (see [`super::planes`]): f16 scales, then 32 high bits per
 /// group, then 16 bytes of nibbles per group.
 struct Q5_0;
 impl Layout for Q5_0 {
@@ -149,8 +150,8 @@ impl Layout for Q5_0 {
             );
             let nibbles =
                 _mm512_and_si512(_mm512_srlv_epi16(twice, shifts), _mm512_set1_epi8(0x0F));
-            // Straight from memory into a mask register.
-            let bits = _load_mask64(row.add(2 * groups + 4 * g).cast());
+            // 64 high bits (4-byte aligned at best) into a mask register.
+            let bits = _cvtu64_mask64(row.add(2 * groups + 4 * g).cast::<u64>().read_unaligned());
             Pair {
                 q: _mm512_mask_add_epi8(nibbles, bits, nibbles, _mm512_set1_epi8(0x10)),
                 scale: two_scales(row.add(2 * g)),
@@ -231,7 +232,7 @@ impl Layout for Q4K {
             // Two f32s each over eight lanes.
             let which = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
             let two = |at: usize| {
-                let v = _mm_castpd_ps(_mm_load_sd(b.add(at).cast::<f64>()));
+                let v = _mm_castsi128_ps(_mm_loadu_si64(b.add(at)));
                 _mm512_permutexvar_ps(which, _mm512_castps128_ps512(v))
             };
             Pair {
