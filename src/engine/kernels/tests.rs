@@ -73,7 +73,7 @@ const FORMATS: [Format; 4] = [Format::Q5_0, Format::Q8_0, Format::Q4K, Format::Q
 
 /// (rows, blocks per row, tokens): odd row counts, tails of rows and tokens outside full tiles,
 /// one token (decode) to many (prefill, more than one slab for the widest rows).
-const SHAPES: [(usize, usize, usize); 9] = [
+const SHAPES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
     (5, 4, 9),
     (8, 2, 12),
@@ -83,6 +83,9 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (17, 2, 5),
     (9, 28, 7),
     (6, 19, 33),
+    (9, 28, 1),
+    (6, 70, 1),
+    (5, 34, 3),
 ];
 
 #[test]
@@ -173,7 +176,7 @@ fn one_token_at_a_time_equals_a_batch() {
     // Decode (one token) and prefill (tiles of four) must agree exactly: the KV cache mixes
     // positions computed both ways.
     for format in FORMATS {
-        for (rows, blocks, n) in [(7, 3, 9), (9, 2, 13)] {
+        for (rows, blocks, n) in [(7, 3, 9), (9, 2, 13), (9, 36, 9)] {
             let cols = blocks * format.block_values();
             let m =
                 QMatrix::new(format, random_blocks(format, 3, rows * blocks), rows, cols).unwrap();

@@ -37,6 +37,9 @@ trait Layout {
     const OFFSET_LOG2: i32;
     /// Values are `scale * q - min` (Q4_K).
     const HAS_MIN: bool;
+    /// Rows begin with a plane of one f16 scale per group (Q5_0, Q8_0; see
+    /// [`super::planes`]), which [`tile512_one`] converts once per row and token.
+    const PLANES: bool = false;
 
     /// # Safety
     /// `row` points at a whole row of this format holding `groups` groups, `g < groups`; the
@@ -108,6 +111,7 @@ impl Layout for Q5_0 {
     const SIGNED: bool = false;
     const OFFSET_LOG2: i32 = 4;
     const HAS_MIN: bool = false;
+    const PLANES: bool = true;
 
     #[inline(always)]
     unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group {
@@ -167,6 +171,7 @@ impl Layout for Q8_0 {
     const SIGNED: bool = true;
     const OFFSET_LOG2: i32 = 0;
     const HAS_MIN: bool = false;
+    const PLANES: bool = true;
 
     #[inline(always)]
     unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group {
@@ -553,6 +558,75 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
     }
 }
 
+/// [`tile512`] for one token straight from the blocks of a format with a scale plane (decode's
+/// tile): each row's f16 scales are converted and multiplied by the token's activation scales
+/// 32 groups at a time, so a pair of groups only picks its two products out of registers. The
+/// same f32 products as [`tile512`]'s, so the results are bit-identical.
+#[inline(always)]
+unsafe fn tile512_one<L: Layout, const R: usize>(
+    w: [*const u8; R],
+    acts: &Acts,
+    [token]: [usize; 1],
+) -> [[f32; 1]; R] {
+    unsafe {
+        let groups = acts.groups;
+        let zero = _mm512_setzero_si512();
+        let mut acc = [_mm512_setzero_ps(); R];
+        // Per row, groups g0..g0 + 32's scale products in two registers.
+        let mut scales = [[_mm512_setzero_ps(); 2]; R];
+        let first = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+        let mut which = first;
+        let dy = acts.d.as_ptr().add(token * groups);
+        let offset_log2 = if L::SIGNED { 7 } else { L::OFFSET_LOG2 };
+        for g in (0..groups).step_by(2) {
+            if g % 32 == 0 {
+                let left = groups - g;
+                let mask = |n: usize| -> __mmask16 {
+                    if n >= 16 {
+                        0xFFFF
+                    } else {
+                        ((1u32 << n) - 1) as __mmask16
+                    }
+                };
+                let (lo, hi) = (mask(left), mask(left.saturating_sub(16)));
+                let dy_lo = _mm512_maskz_loadu_ps(lo, dy.add(g));
+                let dy_hi = _mm512_maskz_loadu_ps(hi, dy.add(g + 16));
+                for (r, s) in scales.iter_mut().enumerate() {
+                    let half = |m: __mmask16, at: usize| {
+                        _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w[r].add(2 * at).cast()))
+                    };
+                    *s = [
+                        _mm512_mul_ps(half(lo, g), dy_lo),
+                        _mm512_mul_ps(half(hi, g + 16), dy_hi),
+                    ];
+                }
+                which = first;
+            }
+            let i = token * groups + g;
+            let y = _mm512_loadu_si512(acts.q.as_ptr().add(i * GROUP).cast());
+            let init = if offset_log2 > 0 {
+                let neg_sums = _mm512_loadu_si512(acts.neg_lane_sums.as_ptr().add(i).cast());
+                _mm512_sll_epi32(neg_sums, _mm_cvtsi32_si128(offset_log2))
+            } else {
+                zero
+            };
+            for r in 0..R {
+                let q = L::pair(w[r], groups, g).q;
+                let q = if L::SIGNED {
+                    _mm512_xor_si512(q, _mm512_set1_epi8(-128))
+                } else {
+                    q
+                };
+                let products = _mm512_dpbusd_epi32(init, q, y);
+                let scale = _mm512_permutex2var_ps(scales[r][0], which, scales[r][1]);
+                acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(products), scale, acc[r]);
+            }
+            which = _mm512_add_epi32(which, _mm512_set1_epi32(2));
+        }
+        acc.map(|v| [_mm512_reduce_add_ps(v)])
+    }
+}
+
 /// [`super::quantize_group`] with AVX-512.
 ///
 /// # Safety
@@ -658,11 +732,15 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                             )
                         },
                         |t| {
-                            tile512::<L, ROWS, 1>(
-                                FromBlocks::<L, ROWS>(w, groups, PhantomData),
-                                acts,
-                                t,
-                            )
+                            if L::PLANES {
+                                tile512_one::<L, ROWS>(w, acts, t)
+                            } else {
+                                tile512::<L, ROWS, 1>(
+                                    FromBlocks::<L, ROWS>(w, groups, PhantomData),
+                                    acts,
+                                    t,
+                                )
+                            }
                         },
                     );
                 } else {
@@ -687,7 +765,17 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                                 t,
                             )
                         },
-                        |t| tile512::<L, 1, 1>(FromBlocks::<L, 1>(w, groups, PhantomData), acts, t),
+                        |t| {
+                            if L::PLANES {
+                                tile512_one::<L, 1>(w, acts, t)
+                            } else {
+                                tile512::<L, 1, 1>(
+                                    FromBlocks::<L, 1>(w, groups, PhantomData),
+                                    acts,
+                                    t,
+                                )
+                            }
+                        },
                     );
                 } else {
                     token_tiles::<1>(
