@@ -18,7 +18,8 @@
 //! against exact f32 products, and the model tests bound the effect on logits.
 //!
 //! Q5_0 and Q8_0 rows are stored as planes (all scales, then all high bits, then all quants: the
-//! same bytes, but a 512-bit register takes two groups in one load). K-quant blocks keep their
+//! same bytes, but a 512-bit register takes two groups in one load; Q5_0's nibbles regrouped so
+//! that a pair of groups is one nibble of 64 consecutive bytes, see [`planes`]). K-quant blocks keep their
 //! quants but hold their scales (and Q4_K's mins) as f32, multiplied out at load: 33% (Q4_K) and
 //! 22% (Q6_K) more bytes, which decoding pays back in fewer instructions per group. The GGUF
 //! block layouts (ggml's; value = what a weight means):
@@ -246,7 +247,12 @@ impl std::ops::Deref for WeightBytes {
 }
 
 /// Q5_0/Q8_0 blocks rearranged, row by row, into planes: the f16 scales of the row's groups,
-/// then (Q5_0) their 32-bit high-bit masks, then their quants.
+/// then (Q5_0) their 32-bit high-bit masks, then their quants. Q8_0 quants stay in order, 32
+/// bytes per group. Q5_0 nibbles go in quads of groups, 64 bytes per quad: byte `j` holds value
+/// `j` of groups `4k, 4k + 1` (values 0..32 of the first, then of the second) in its low nibble
+/// and value `j` of groups `4k + 2, 4k + 3` in its high nibble, so a pair of groups is one
+/// load, at most one shift and one mask. Groups after the last whole quad keep ggml's 16 bytes
+/// each (values 0..16 in the low nibbles, 16..32 in the high ones).
 fn planes(format: Format, blocks: &[u8], groups: usize, out: &mut [u8]) {
     let size = format.block_bytes();
     for (src, dst) in blocks
@@ -257,11 +263,37 @@ fn planes(format: Format, blocks: &[u8], groups: usize, out: &mut [u8]) {
             dst[2 * g..2 * g + 2].copy_from_slice(&block[..2]);
             if format == Format::Q5_0 {
                 dst[2 * groups + 4 * g..2 * groups + 4 * g + 4].copy_from_slice(&block[2..6]);
-                dst[6 * groups + 16 * g..6 * groups + 16 * g + 16].copy_from_slice(&block[6..]);
             } else {
                 dst[2 * groups + 32 * g..2 * groups + 32 * g + 32].copy_from_slice(&block[2..]);
             }
         }
+        if format == Format::Q5_0 {
+            q5_0_quads(src, groups, &mut dst[6 * groups..]);
+        }
+    }
+}
+
+/// One row's Q5_0 nibbles (`row`: its ggml blocks) in the quad layout of [`planes`].
+fn q5_0_quads(row: &[u8], groups: usize, out: &mut [u8]) {
+    let quads = groups / 4;
+    // The low four bits of value i of group g.
+    let nibble = |g: usize, i: usize| {
+        let qs = &row[22 * g + 6..22 * g + 22];
+        if i < 16 {
+            qs[i] & 0x0F
+        } else {
+            qs[i - 16] >> 4
+        }
+    };
+    for k in 0..quads {
+        for j in 0..64 {
+            let (g, i) = (4 * k + j / 32, j % 32);
+            out[64 * k + j] = nibble(g, i) | (nibble(g + 2, i) << 4);
+        }
+    }
+    for (t, g) in (4 * quads..groups).enumerate() {
+        out[64 * quads + 16 * t..64 * quads + 16 * t + 16]
+            .copy_from_slice(&row[22 * g + 6..22 * g + 22]);
     }
 }
 

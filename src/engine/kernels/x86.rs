@@ -105,41 +105,15 @@ unsafe fn two_scales(p: *const u8) -> __m512 {
 }
 
 /// Q5_0 rows as planes (see [`super::planes`]): f16 scales, then 32 high bits per
-/// group, then 16 bytes of nibbles per group.
+/// group, then the nibbles, in quads of groups and then ggml's 16 bytes per group for the rest.
 struct Q5_0;
-impl Layout for Q5_0 {
-    const SIGNED: bool = false;
-    const OFFSET_LOG2: i32 = 4;
-    const HAS_MIN: bool = false;
-    const PLANES: bool = true;
-
+impl Q5_0 {
+    /// Groups `g` and `g + 1` of a tail (after the last whole quad), ggml's nibbles: both
+    /// groups' 16 bytes taken twice, [a, a, b, b], the second copy shifted for the high nibbles.
     #[inline(always)]
-    unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group {
+    unsafe fn tail_pair(nibbles: *const u8) -> __m512i {
         unsafe {
-            let qh = row.add(2 * groups + 4 * g).cast::<u32>().read_unaligned();
-            let qs = _mm_loadu_si128(row.add(6 * groups + 16 * g).cast());
-            // Values 0..15 are the low nibbles, 16..31 the high ones; bit 4 from `qh`.
-            let nibbles = _mm256_and_si256(
-                _mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs),
-                _mm256_set1_epi8(0x0F),
-            );
-            let high = _mm256_and_si256(spread_bits(qh), _mm256_set1_epi8(0x10));
-            Group {
-                q: _mm256_or_si256(nibbles, high),
-                scale: _mm256_set1_ps(f16_at(row.add(2 * g))),
-                min: 0.0,
-            }
-        }
-    }
-
-    #[inline(always)]
-    unsafe fn pair(row: *const u8, groups: usize, g: usize) -> Pair {
-        unsafe {
-            // 32 bytes of nibbles for both groups, [a | b], each group's 16 bytes taken twice:
-            // [a, a, b, b], the second copy shifted for its high nibbles (one shuffle where
-            // splitting first and interleaving after took two).
-            let qs =
-                _mm512_castsi256_si512(_mm256_loadu_si256(row.add(6 * groups + 16 * g).cast()));
+            let qs = _mm512_castsi256_si512(_mm256_loadu_si256(nibbles.cast()));
             let twice = _mm512_shuffle_i64x2::<0b01_01_00_00>(qs, qs);
             let high_copies = 0x0004_0004_0004_0004;
             let shifts = _mm512_set_epi64(
@@ -152,12 +126,66 @@ impl Layout for Q5_0 {
                 0,
                 0,
             );
-            let nibbles =
-                _mm512_and_si512(_mm512_srlv_epi16(twice, shifts), _mm512_set1_epi8(0x0F));
-            // 64 high bits (4-byte aligned at best) into a mask register.
+            _mm512_srlv_epi16(twice, shifts)
+        }
+    }
+}
+impl Layout for Q5_0 {
+    const SIGNED: bool = false;
+    const OFFSET_LOG2: i32 = 4;
+    const HAS_MIN: bool = false;
+    const PLANES: bool = true;
+
+    #[inline(always)]
+    unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group {
+        unsafe {
+            let qh = row.add(2 * groups + 4 * g).cast::<u32>().read_unaligned();
+            let nibbles = row.add(6 * groups);
+            let whole = groups / 4 * 4;
+            let bytes = if g < whole {
+                // Values 0..32 in one nibble of 32 consecutive bytes.
+                let b = _mm256_loadu_si256(nibbles.add(16 * (g & !3) + 32 * (g % 2)).cast());
+                if g % 4 >= 2 {
+                    _mm256_srli_epi16::<4>(b)
+                } else {
+                    b
+                }
+            } else {
+                // Values 0..15 are the low nibbles, 16..31 the high ones.
+                let qs = _mm_loadu_si128(nibbles.add(16 * g).cast());
+                _mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs)
+            };
+            let high = _mm256_and_si256(spread_bits(qh), _mm256_set1_epi8(0x10));
+            Group {
+                q: _mm256_or_si256(_mm256_and_si256(bytes, _mm256_set1_epi8(0x0F)), high),
+                scale: _mm256_set1_ps(f16_at(row.add(2 * g))),
+                min: 0.0,
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn pair(row: *const u8, groups: usize, g: usize) -> Pair {
+        unsafe {
+            let nibbles = row.add(6 * groups);
+            let bytes = if g < groups / 4 * 4 {
+                // g is even: one nibble of the quad's 64 bytes.
+                let quad = _mm512_loadu_si512(nibbles.add(16 * (g & !3)).cast());
+                if g % 4 == 2 {
+                    _mm512_srli_epi16::<4>(quad)
+                } else {
+                    quad
+                }
+            } else {
+                Self::tail_pair(nibbles.add(16 * g))
+            };
+            // 64 high bits (4-byte aligned at best) into a mask register, 0x10 where set.
             let bits = _cvtu64_mask64(row.add(2 * groups + 4 * g).cast::<u64>().read_unaligned());
+            let high = _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10));
+            // (bytes & 0x0F) | high in one instruction.
+            let q = _mm512_ternarylogic_epi32::<0xEA>(bytes, _mm512_set1_epi8(0x0F), high);
             Pair {
-                q: _mm512_mask_add_epi8(nibbles, bits, nibbles, _mm512_set1_epi8(0x10)),
+                q,
                 scale: two_scales(row.add(2 * g)),
                 min: _mm512_setzero_ps(),
             }
