@@ -248,7 +248,7 @@ impl std::ops::Deref for WeightBytes {
 
 /// Q5_0/Q8_0 blocks rearranged, row by row, into planes: the f16 scales of the row's groups,
 /// then (Q5_0) their 32-bit high-bit masks, then their quants. Q8_0 quants stay in order, 32
-/// bytes per group. Q5_0 nibbles go in quads of groups, 64 bytes per quad: byte `j` holds value
+/// bytes per group, each plus 128 (`q ^ 0x80`: unsigned, as `vpdpbusd` takes them). Q5_0 nibbles go in quads of groups, 64 bytes per quad: byte `j` holds value
 /// `j` of groups `4k, 4k + 1` (values 0..32 of the first, then of the second) in its low nibble
 /// and value `j` of groups `4k + 2, 4k + 3` in its high nibble, so a pair of groups is one
 /// load, at most one shift and one mask. Groups after the last whole quad keep ggml's 16 bytes
@@ -264,7 +264,12 @@ fn planes(format: Format, blocks: &[u8], groups: usize, out: &mut [u8]) {
             if format == Format::Q5_0 {
                 dst[2 * groups + 4 * g..2 * groups + 4 * g + 4].copy_from_slice(&block[2..6]);
             } else {
-                dst[2 * groups + 32 * g..2 * groups + 32 * g + 32].copy_from_slice(&block[2..]);
+                for (d, q) in dst[2 * groups + 32 * g..2 * groups + 32 * g + 32]
+                    .iter_mut()
+                    .zip(&block[2..])
+                {
+                    *d = q ^ 0x80;
+                }
             }
         }
         if format == Format::Q5_0 {

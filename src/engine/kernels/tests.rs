@@ -221,7 +221,7 @@ fn kernel_throughput() {
     for (format, rows, cols) in [
         (Format::Q5_0, 4864, 896),
         (Format::Q8_0, 151_936, 896),
-        // The output head's shortlist copy (see `model::head`).
+        // Q5_0 over the head's shape: a stream no cache holds.
         (Format::Q5_0, 151_936, 896),
         (Format::Q4K, 896, 4864),
         (Format::Q6K, 896, 4864),

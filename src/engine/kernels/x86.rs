@@ -30,8 +30,10 @@ struct Group {
 
 /// How one format stores its groups.
 trait Layout {
-    /// Weights are signed bytes (products via |w| and the activations with w's sign); otherwise
-    /// unsigned bytes, which go straight into `vpdpbusd`/`vpmaddubsw`.
+    /// Weights are signed bytes: [`Layout::group`] gives them as such (products via |w| and the
+    /// activations with w's sign), [`Layout::pair`] plus 128, unsigned for `vpdpbusd` (the
+    /// offset comes off through the lane sums). Otherwise unsigned bytes from both, which go
+    /// straight into `vpdpbusd`/`vpmaddubsw`.
     const SIGNED: bool;
     /// Unsigned weights mean `q - 2^OFFSET_LOG2` (0: no offset).
     const OFFSET_LOG2: i32;
@@ -193,7 +195,8 @@ impl Layout for Q5_0 {
     }
 }
 
-/// Q8_0 rows as planes: f16 scales, then 32 bytes per group.
+/// Q8_0 rows as planes: f16 scales, then 32 bytes per group, each plus 128 (see
+/// [`super::planes`]).
 struct Q8_0;
 impl Layout for Q8_0 {
     const SIGNED: bool = true;
@@ -204,8 +207,9 @@ impl Layout for Q8_0 {
     #[inline(always)]
     unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group {
         unsafe {
+            let biased = _mm256_loadu_si256(row.add(2 * groups + 32 * g).cast());
             Group {
-                q: _mm256_loadu_si256(row.add(2 * groups + 32 * g).cast()),
+                q: _mm256_xor_si256(biased, _mm256_set1_epi8(-128)),
                 scale: _mm256_set1_ps(f16_at(row.add(2 * g))),
                 min: 0.0,
             }
@@ -460,7 +464,12 @@ impl Unpacked {
                 // SAFETY: the caller passes whole rows of `groups` groups, on a CPU with AVX2.
                 unsafe {
                     let group = L::group(row, groups, g);
-                    self.q.push(group.q);
+                    // As `Layout::pair` gives them: signed weights plus 128.
+                    self.q.push(if L::SIGNED {
+                        _mm256_xor_si256(group.q, _mm256_set1_epi8(-128))
+                    } else {
+                        group.q
+                    });
                     self.scale.push(group.scale);
                     if L::HAS_MIN {
                         self.min.push(_mm256_set1_ps(group.min));
@@ -542,15 +551,8 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
             for (r, pair) in w.iter_mut().enumerate() {
                 *pair = weights.pair(r, g);
             }
-            // Signed weights become unsigned with an offset of 128 (q + 128 = q ^ 0x80), which
-            // `vpdpbusd` takes directly; the offset comes off through the lane sums.
-            let w_u: [__m512i; R] = std::array::from_fn(|r| {
-                if L::SIGNED {
-                    _mm512_xor_si512(w[r].q, _mm512_set1_epi8(-128))
-                } else {
-                    w[r].q
-                }
-            });
+            // Signed weights come with an offset of 128 (see `Layout::SIGNED`), which `vpdpbusd`
+            // takes directly; the offset comes off through the lane sums.
             let offset_log2 = if L::SIGNED { 7 } else { L::OFFSET_LOG2 };
             for (t, &token) in tokens.iter().enumerate() {
                 let i = token * groups + g;
@@ -572,7 +574,7 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
                     _mm512_setzero_ps()
                 };
                 for r in 0..R {
-                    let products = _mm512_dpbusd_epi32(init, w_u[r], y);
+                    let products = _mm512_dpbusd_epi32(init, w[r].q, y);
                     let scale = _mm512_mul_ps(w[r].scale, dy);
                     let mut a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(products), scale, acc[r][t]);
                     if L::HAS_MIN {
@@ -640,11 +642,6 @@ unsafe fn tile512_one<L: Layout, const R: usize>(
             };
             for r in 0..R {
                 let q = L::pair(w[r], groups, g).q;
-                let q = if L::SIGNED {
-                    _mm512_xor_si512(q, _mm512_set1_epi8(-128))
-                } else {
-                    q
-                };
                 let products = _mm512_dpbusd_epi32(init, q, y);
                 let scale = _mm512_permutex2var_ps(scales[r][0], which, scales[r][1]);
                 acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(products), scale, acc[r]);
