@@ -15,6 +15,10 @@ use super::{Acts, Format, GROUP, Isa, QMatrix};
 const ROWS: usize = 4;
 /// Tokens per tile.
 const TOKENS: usize = 4;
+/// The most bytes a tile of rows may span for decode to prefetch the next tile in one burst.
+/// Short rows (the default model's 896 columns) gain from it; long rows (4,864 columns, 15-19
+/// KiB a tile) were slower with it, the hardware prefetcher following each row on its own.
+const PREFETCH_MAX: usize = 4096;
 /// Bytes of quantized activations per slab of tokens: half of a typical 1-2 MiB L2 cache, so
 /// a slab is read from L2 once per tile of weight rows.
 const SLAB_BYTES: usize = 512 * 1024;
@@ -716,7 +720,7 @@ unsafe fn run<L: Layout, const VNNI: bool>(
             };
             if r + ROWS <= rows.end {
                 let w: [*const u8; ROWS] = std::array::from_fn(|k| base.add((r + k) * row_bytes));
-                if !unpack {
+                if !unpack && ROWS * row_bytes <= PREFETCH_MAX {
                     // One pass over the weights (decode): ask for the next tile of rows now, so
                     // memory works while this tile computes.
                     let next = base.wrapping_add((r + ROWS) * row_bytes);
