@@ -338,19 +338,27 @@ impl Layout for Q6K {
             };
             let low = _mm512_and_si512(low, _mm512_set1_epi8(0x0F));
             let high = _mm512_broadcast_i64x4(_mm256_loadu_si256(b.add(128 + 32 * half).cast()));
-            let shift = |s: i16| {
+            // Group k's two bits (2k, 2k + 1) go to bits 4 and 5: left by 4 and 2 for groups 0
+            // and 1, right by 0 and 2 for groups 2 and 3. A 16-bit shift carries bits across
+            // the two bytes of a lane, but only into bits the mask clears.
+            let two_shifts = |a: i16, b: i16| {
                 _mm512_inserti64x4::<1>(
-                    _mm512_castsi256_si512(_mm256_set1_epi16(s)),
-                    _mm256_set1_epi16(s + 2),
+                    _mm512_castsi256_si512(_mm256_set1_epi16(a)),
+                    _mm256_set1_epi16(b),
                 )
             };
-            let high = _mm512_srlv_epi16(high, shift(2 * k as i16));
-            let high = _mm512_slli_epi16::<4>(_mm512_and_si512(high, _mm512_set1_epi8(3)));
+            let high = if k < 2 {
+                _mm512_sllv_epi16(high, two_shifts(4, 2))
+            } else {
+                _mm512_srlv_epi16(high, two_shifts(0, 2))
+            };
+            // (high & 0x30) | low in one instruction.
+            let q = _mm512_ternarylogic_epi32::<0xEA>(high, _mm512_set1_epi8(0x30), low);
             // Four scales, one per 16 values, each over four lanes.
             let scales = _mm_loadu_ps(b.add(192 + 4 * (8 * half + 2 * k)).cast());
             let which = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
             Pair {
-                q: _mm512_or_si512(low, high),
+                q,
                 scale: _mm512_permutexvar_ps(which, _mm512_castps128_ps512(scales)),
                 min: _mm512_setzero_ps(),
             }
