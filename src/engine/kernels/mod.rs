@@ -17,12 +17,12 @@
 //! scales (per 32 values where candle uses one per 256 for K-quants); the tests bound the error
 //! against exact f32 products, and the model tests bound the effect on logits.
 //!
-//! Q5_0 and Q8_0 rows are stored as planes (all scales, then all high bits, then all quants: the
-//! same bytes, but a 512-bit register takes two groups in one load; Q5_0's nibbles regrouped so
-//! that a pair of groups is one nibble of 64 consecutive bytes, see [`planes`]). K-quant blocks keep their
-//! quants but hold their scales (and Q4_K's mins) as f32, multiplied out at load: 33% (Q4_K) and
-//! 22% (Q6_K) more bytes, which decoding pays back in fewer instructions per group. The GGUF
-//! block layouts (ggml's; value = what a weight means):
+//! Q5_0 and Q8_0 rows are stored as planes (all scales, then all high bits, then all quants, so
+//! a 512-bit register takes two groups in one load; Q5_0's nibbles regrouped so that a pair of
+//! groups is one nibble of 64 consecutive bytes, Q8_0's quants plus 128; see [`planes`]).
+//! K-quant blocks keep their quants but hold their scales (and Q4_K's mins) as f32, multiplied
+//! out at load: 33% (Q4_K) and 22% (Q6_K) more bytes, which decoding pays back in fewer
+//! instructions per group. The GGUF block layouts (ggml's; value = what a weight means):
 //! - Q5_0, 32 values in 22 bytes: f16 d, 32 high bits, 16 bytes of nibbles; d * (q - 16).
 //! - Q8_0, 32 values in 34 bytes: f16 d, 32 i8; d * q.
 //! - Q4_K, 256 values in 144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins for 8
@@ -248,10 +248,11 @@ impl std::ops::Deref for WeightBytes {
 
 /// Q5_0/Q8_0 blocks rearranged, row by row, into planes: the f16 scales of the row's groups,
 /// then (Q5_0) their 32-bit high-bit masks, then their quants. Q8_0 quants stay in order, 32
-/// bytes per group, each plus 128 (`q ^ 0x80`: unsigned, as `vpdpbusd` takes them). Q5_0 nibbles go in quads of groups, 64 bytes per quad: byte `j` holds value
-/// `j` of groups `4k, 4k + 1` (values 0..32 of the first, then of the second) in its low nibble
-/// and value `j` of groups `4k + 2, 4k + 3` in its high nibble, so a pair of groups is one
-/// load, at most one shift and one mask. Groups after the last whole quad keep ggml's 16 bytes
+/// bytes per group, each plus 128 (`q ^ 0x80`: unsigned, as `vpdpbusd` takes them). Q5_0
+/// nibbles go in quads of groups, 64 bytes per quad: byte `j` holds value `j` of groups
+/// `4k, 4k + 1` (values 0..32 of the first, then of the second) in its low nibble and value
+/// `j` of groups `4k + 2, 4k + 3` in its high nibble, so a pair of groups is one load, at most
+/// one shift and one mask. Groups after the last whole quad keep ggml's 16 bytes
 /// each (values 0..16 in the low nibbles, 16..32 in the high ones).
 fn planes(format: Format, blocks: &[u8], groups: usize, out: &mut [u8]) {
     let size = format.block_bytes();
@@ -333,9 +334,9 @@ fn q6k_scales_out(blocks: &[u8], out: &mut [u8]) {
 
 /// Activations quantized for one product: per token, `cols / 32` groups of 32 i8 values `q`
 /// with scale `d` (value ~ d * q), also repeated once per lane of a group's dot product
-/// (`d_lanes`, what the 512-bit kernels load), and per group the eight sums of four consecutive
-/// `q`s, negated (the lanes of a 256-bit integer dot product, which the offset formats
-/// subtract).
+/// (`d_lanes`, what the 512-bit prompt kernels load; the decode tile reads `d`), and per group
+/// the eight sums of four consecutive `q`s, negated (the lanes of a 256-bit integer dot
+/// product, which the offset formats subtract).
 pub(crate) struct Acts {
     groups: usize,
     q: Vec<i8>,

@@ -73,7 +73,7 @@ const FORMATS: [Format; 4] = [Format::Q5_0, Format::Q8_0, Format::Q4K, Format::Q
 
 /// (rows, blocks per row, tokens): odd row counts, tails of rows and tokens outside full tiles,
 /// one token (decode) to many (prefill, more than one slab for the widest rows).
-const SHAPES: [(usize, usize, usize); 12] = [
+const SHAPES: [(usize, usize, usize); 13] = [
     (1, 1, 1),
     (5, 4, 9),
     (8, 2, 12),
@@ -86,6 +86,7 @@ const SHAPES: [(usize, usize, usize); 12] = [
     (9, 28, 1),
     (6, 70, 1),
     (5, 34, 3),
+    (5, 6, 9),
 ];
 
 #[test]
@@ -176,7 +177,7 @@ fn one_token_at_a_time_equals_a_batch() {
     // Decode (one token) and prefill (tiles of four) must agree exactly: the KV cache mixes
     // positions computed both ways.
     for format in FORMATS {
-        for (rows, blocks, n) in [(7, 3, 9), (9, 2, 13), (9, 36, 9)] {
+        for (rows, blocks, n) in [(7, 3, 9), (9, 2, 13), (9, 36, 9), (9, 34, 5)] {
             let cols = blocks * format.block_values();
             let m =
                 QMatrix::new(format, random_blocks(format, 3, rows * blocks), rows, cols).unwrap();

@@ -1,7 +1,8 @@
 //! The x86 kernels behind [`super::QMatrix::matmul`]: one generic tile (rows x tokens, integer
 //! dot products per group of 32, f32 accumulators per lane), instantiated per weight format and
-//! per instruction set. Each format only says how to unpack one group of its weights (and two
-//! at once for 512-bit registers).
+//! per instruction set, plus a decode tile for one token of the formats with a scale plane
+//! (the same arithmetic, scales prepared per row). Each format only says how to unpack one
+//! group of its weights (and two at once for 512-bit registers).
 
 use std::arch::x86_64::*;
 use std::marker::PhantomData;
@@ -16,7 +17,7 @@ const ROWS: usize = 4;
 /// Tokens per tile.
 const TOKENS: usize = 4;
 /// The most bytes a tile of rows may span for decode to prefetch the next tile in one burst.
-/// Short rows (the default model's 896 columns) gain from it; long rows (4,864 columns, 15-19
+/// Short rows (the default model's 896 columns) gain from it; long rows (4,864 columns, 14-19
 /// KiB a tile) were slower with it, the hardware prefetcher following each row on its own.
 const PREFETCH_MAX: usize = 4096;
 /// Bytes of quantized activations per slab of tokens: half of a typical 1-2 MiB L2 cache, so
@@ -60,8 +61,14 @@ trait Layout {
     unsafe fn pair(row: *const u8, groups: usize, g: usize) -> Pair {
         unsafe {
             let (a, b) = (Self::group(row, groups, g), Self::group(row, groups, g + 1));
+            let q = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a.q), b.q);
             Pair {
-                q: _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a.q), b.q),
+                // Signed weights plus 128, as `SIGNED` says.
+                q: if Self::SIGNED {
+                    _mm512_xor_si512(q, _mm512_set1_epi8(-128))
+                } else {
+                    q
+                },
                 scale: _mm512_insertf32x8::<1>(_mm512_castps256_ps512(a.scale), b.scale),
                 min: if Self::HAS_MIN {
                     _mm512_insertf32x8::<1>(
@@ -540,9 +547,10 @@ impl<L: Layout> Pairs for FromUnpacked<'_, L> {
 }
 
 /// [`tile`] with 512-bit registers, two groups per instruction (AVX-512 VNNI, an even number of
-/// groups). `weights.pair(r, g)` gives groups `g` and `g + 1` of row `r`; whether they come straight
-/// from the blocks or from [`Unpacked`], the arithmetic per (row, token) is the same, so one
-/// token computed alone equals the same token in a batch.
+/// groups). `weights.pair(r, g)` gives groups `g` and `g + 1` of row `r`; whether they come
+/// straight from the blocks or from [`Unpacked`], the arithmetic per (row, token) is the same,
+/// so one token computed alone equals the same token in a batch ([`tile512_one`], which
+/// decodes the formats with a scale plane, does the same arithmetic too).
 #[inline(always)]
 unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
     weights: impl Pairs,
@@ -604,12 +612,18 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
 /// tile): each row's f16 scales are converted and multiplied by the token's activation scales
 /// 32 groups at a time, so a pair of groups only picks its two products out of registers. The
 /// same f32 products as [`tile512`]'s, so the results are bit-identical.
+///
+/// # Safety
+/// As [`Layout::pair`], for every even group of `R` whole rows (an even number of groups), on a
+/// CPU with AVX-512 (F, BW, VL, VNNI); `token` is one of `acts`' tokens.
 #[inline(always)]
 unsafe fn tile512_one<L: Layout, const R: usize>(
     w: [*const u8; R],
     acts: &Acts,
     [token]: [usize; 1],
 ) -> [[f32; 1]; R] {
+    // Instantiated for every format (behind `if L::PLANES`), so checked at run time.
+    debug_assert!(L::PLANES && !L::HAS_MIN && acts.groups.is_multiple_of(2));
     unsafe {
         let groups = acts.groups;
         let zero = _mm512_setzero_si512();
@@ -631,8 +645,10 @@ unsafe fn tile512_one<L: Layout, const R: usize>(
                     }
                 };
                 let (lo, hi) = (mask(left), mask(left.saturating_sub(16)));
-                let dy_lo = _mm512_maskz_loadu_ps(lo, dy.add(g));
-                let dy_hi = _mm512_maskz_loadu_ps(hi, dy.add(g + 16));
+                // Masked lanes are not read; the addresses may pass the token's last group (a
+                // pointer, not a reference, so `wrapping_add`).
+                let dy_lo = _mm512_maskz_loadu_ps(lo, dy.wrapping_add(g));
+                let dy_hi = _mm512_maskz_loadu_ps(hi, dy.wrapping_add(g + 16));
                 for (r, s) in scales.iter_mut().enumerate() {
                     let half = |m: __mmask16, at: usize| {
                         _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w[r].add(2 * at).cast()))
