@@ -7,6 +7,7 @@
 use std::arch::x86_64::*;
 use std::marker::PhantomData;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use half::f16;
 
@@ -20,6 +21,8 @@ const TOKENS: usize = 4;
 /// Short rows (the default model's 896 columns) gain from it; long rows (4,864 columns, 14-19
 /// KiB a tile) were slower with it, the hardware prefetcher following each row on its own.
 const PREFETCH_MAX: usize = 4096;
+/// The fewest tiles of rows a thread takes from the shared cursor at once.
+const MIN_CHUNK: usize = 4;
 /// Bytes of quantized activations per slab of tokens: half of a typical 1-2 MiB L2 cache, so
 /// a slab is read from L2 once per tile of weight rows.
 const SLAB_BYTES: usize = 512 * 1024;
@@ -933,16 +936,33 @@ pub(super) fn matmul(m: &QMatrix, acts: &Acts, out: &mut [f32]) {
     debug_assert_eq!(out.len(), n * m.rows);
     let slab = (SLAB_BYTES / m.cols).max(TOKENS) / TOKENS * TOKENS;
     let out = SharedOut(out.as_mut_ptr());
-    candle_core::utils::barrier_pool().execute_chunked(m.rows.div_ceil(ROWS), |tiles| {
-        let rows = tiles.start * ROWS..(tiles.end * ROWS).min(m.rows);
-        let mut start = 0;
-        while start < n {
-            let end = (start + slab).min(n);
-            // SAFETY: `QMatrix` only exists with an `Isa` that `Isa::available` found on this
-            // CPU (see `Linear::load` and the tests) and with whole rows of blocks; `acts` holds
-            // `n` tokens of `cols` values; every thread writes only its own rows of `out`.
-            unsafe { run(m, acts, rows.clone(), start..end, out) };
-            start = end;
+    let pool = candle_core::utils::barrier_pool();
+    let threads = pool.n_workers() + 1;
+    let tiles = m.rows.div_ceil(ROWS);
+    let next = AtomicUsize::new(0);
+    // One item per thread, each taking tiles of rows from a shared cursor in shrinking chunks
+    // (half of an even share of what is left, at least `MIN_CHUNK`): long runs over the rows
+    // first, for the prefetchers, and a short tail, so neither thread waits long for the
+    // other. (The pool runs the items inline when called from one of its own threads.)
+    pool.execute_chunked(threads, |_| {
+        loop {
+            let left = tiles.saturating_sub(next.load(Ordering::Relaxed));
+            let chunk = (left / (2 * threads)).max(MIN_CHUNK);
+            let first = next.fetch_add(chunk, Ordering::Relaxed);
+            if first >= tiles {
+                break;
+            }
+            let rows = first * ROWS..((first + chunk) * ROWS).min(m.rows);
+            let mut start = 0;
+            while start < n {
+                let end = (start + slab).min(n);
+                // SAFETY: `QMatrix` only exists with an `Isa` that `Isa::available` found on
+                // this CPU (see `Linear::load` and the tests) and with whole rows of blocks;
+                // `acts` holds `n` tokens of `cols` values; the cursor gives every tile to one
+                // thread, which alone writes its rows of `out`.
+                unsafe { run(m, acts, rows.clone(), start..end, out) };
+                start = end;
+            }
         }
     });
 }
