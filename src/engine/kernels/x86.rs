@@ -942,8 +942,8 @@ pub(super) fn matmul(m: &QMatrix, acts: &Acts, out: &mut [f32]) {
     let next = AtomicUsize::new(0);
     // One item per thread, each taking tiles of rows from a shared cursor in shrinking chunks
     // (half of an even share of what is left, at least `MIN_CHUNK`): long runs over the rows
-    // first, for the prefetchers, and a short tail, so neither thread waits long for the
-    // other. (The pool runs the items inline when called from one of its own threads.)
+    // first, for the prefetchers, and a short tail, so no thread waits long for the others.
+    // (The pool runs the items inline when called from one of its own threads.)
     pool.execute_chunked(threads, |_| {
         loop {
             let left = tiles.saturating_sub(next.load(Ordering::Relaxed));
