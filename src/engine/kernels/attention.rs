@@ -5,6 +5,8 @@
 
 use std::ops::Range;
 
+use super::exp;
+
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct Heads {
@@ -378,41 +380,10 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + rest
 }
 
-/// e^x, branch-free so loops over it vectorise (softmax, SwiGLU): 2^n times a degree-6
-/// polynomial on the remainder, relative error below 2e-6; arguments are clamped to [-87, 88]
-/// (e^88 is near the largest f32, e^-87 near the smallest normal one), NaN stays NaN.
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 88.0);
-    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
-    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::engine::kernels::tests::noise;
-
-    #[test]
-    fn exponential_is_accurate_over_the_whole_range() {
-        for i in -8700..=8800 {
-            let x = i as f32 / 100.0;
-            let (got, want) = (exp(x), x.exp());
-            assert!(
-                (got - want).abs() <= want * 2e-6 + 1e-37,
-                "exp({x}) = {got}, expected {want}"
-            );
-        }
-        // Beyond the range: clamped, finite, and a SwiGLU gate still goes to 0 or x.
-        assert!(exp(1000.0).is_finite() && exp(-1000.0) >= 0.0);
-        let silu = |g: f32| g / (1.0 + exp(-g));
-        assert!(silu(-1000.0).abs() < 1e-30 && silu(1000.0) == 1000.0);
-    }
 
     #[cfg(target_arch = "x86_64")]
     #[test]

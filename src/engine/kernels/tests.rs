@@ -290,3 +290,19 @@ fn a_stack_multiplies_like_its_parts() {
     let b = QMatrix::new(Format::Q8_0, random_blocks(Format::Q8_0, 1, 1), 1, 32).unwrap();
     assert!(QMatrix::stack(vec![a, b]).is_none());
 }
+
+#[test]
+fn exponential_is_accurate_over_the_whole_range() {
+    for i in -8700..=8800 {
+        let x = i as f32 / 100.0;
+        let (got, want) = (exp(x), x.exp());
+        assert!(
+            (got - want).abs() <= want * 2e-6 + 1e-37,
+            "exp({x}) = {got}, expected {want}"
+        );
+    }
+    // Beyond the range: clamped, finite, and a SwiGLU gate still goes to 0 or x.
+    assert!(exp(1000.0).is_finite() && exp(-1000.0) >= 0.0);
+    let silu = |g: f32| g / (1.0 + exp(-g));
+    assert!(silu(-1000.0).abs() < 1e-30 && silu(1000.0) == 1000.0);
+}

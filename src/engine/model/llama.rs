@@ -7,7 +7,8 @@ use candle_core::{Device, Storage, Tensor};
 use super::{Bias, Kernels, Linear, LogitsFor, Rope, Stack, rms_norm, vector};
 use crate::engine::error::{Error, Result};
 use crate::engine::gguf::GgufFile;
-use crate::engine::kernels::attention::{Heads, attention, exp};
+use crate::engine::kernels::attention::{Heads, attention};
+use crate::engine::kernels::exp;
 use crate::engine::kv_cache::KvCache;
 
 pub struct Llama {
