@@ -227,6 +227,9 @@ fn kernel_throughput() {
         (Format::Q4K, 896, 4864),
         (Format::Q6K, 896, 4864),
         (Format::Q5_0, 896, 896),
+        // The FFN down projections of all 24 layers in one: long rows, a stream no cache holds.
+        (Format::Q4K, 24 * 896, 4864),
+        (Format::Q6K, 24 * 896, 4864),
     ] {
         let blocks = rows * cols / format.block_values();
         let m = QMatrix::new(format, random_blocks(format, 1, blocks), rows, cols).unwrap();
