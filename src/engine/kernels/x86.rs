@@ -586,27 +586,26 @@ trait Pairs {
     fn prefetch(&self, g: usize);
 }
 
-/// Straight from the rows' blocks (one pass over the weights: decode).
-struct FromBlocks<L, const R: usize> {
+/// Straight from the rows' blocks (one pass over the weights: decode). `AHEAD`: whether
+/// [`Pairs::prefetch`] asks for the rows' bytes (long rows, see [`AHEAD_GROUPS`]); a constant,
+/// so that the short rows' loops carry no trace of it.
+struct FromBlocks<L, const R: usize, const AHEAD: bool> {
     rows: [*const u8; R],
     groups: usize,
-    /// Whether [`Pairs::prefetch`] asks for the rows' bytes (long rows, see [`AHEAD_GROUPS`]).
-    ahead: bool,
     layout: PhantomData<L>,
 }
 
-impl<L: Layout, const R: usize> FromBlocks<L, R> {
-    fn new(rows: [*const u8; R], groups: usize, ahead: bool) -> Self {
+impl<L: Layout, const R: usize, const AHEAD: bool> FromBlocks<L, R, AHEAD> {
+    fn new(rows: [*const u8; R], groups: usize) -> Self {
         Self {
             rows,
             groups,
-            ahead,
             layout: PhantomData,
         }
     }
 }
 
-impl<L: Layout, const R: usize> Pairs for FromBlocks<L, R> {
+impl<L: Layout, const R: usize, const AHEAD: bool> Pairs for FromBlocks<L, R, AHEAD> {
     #[inline(always)]
     unsafe fn pair(&self, r: usize, g: usize) -> Pair {
         // SAFETY: the caller's rows hold `self.groups` groups.
@@ -615,7 +614,7 @@ impl<L: Layout, const R: usize> Pairs for FromBlocks<L, R> {
 
     #[inline(always)]
     fn prefetch(&self, g: usize) {
-        if self.ahead {
+        if AHEAD {
             for row in self.rows {
                 L::prefetch(row, self.groups, g);
             }
@@ -707,15 +706,14 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
 /// 32 groups at a time, so a pair of groups only picks its two products out of registers. The
 /// same f32 products as [`tile512`]'s, so the results are bit-identical.
 ///
-/// `ahead`: prefetch the rows [`AHEAD_GROUPS`] ahead (long rows).
+/// `AHEAD`: prefetch the rows [`AHEAD_GROUPS`] ahead (long rows).
 ///
 /// # Safety
 /// As [`Layout::pair`], for every even group of `R` whole rows (an even number of groups), on a
 /// CPU with AVX-512 (F, BW, VL, VNNI); `token` is one of `acts`' tokens.
 #[inline(always)]
-unsafe fn tile512_one<L: Layout, const R: usize>(
+unsafe fn tile512_one<L: Layout, const R: usize, const AHEAD: bool>(
     w: [*const u8; R],
-    ahead: bool,
     acts: &Acts,
     [token]: [usize; 1],
 ) -> [[f32; 1]; R] {
@@ -757,7 +755,7 @@ unsafe fn tile512_one<L: Layout, const R: usize>(
                 }
                 which = first;
             }
-            if ahead && g % 8 == 0 {
+            if AHEAD && g % 8 == 0 {
                 for row in w {
                     L::prefetch(row, groups, g + AHEAD_GROUPS);
                 }
@@ -883,29 +881,10 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                             )
                         },
                     );
+                } else if wide && ahead {
+                    from_blocks::<L, ROWS, true>(w, acts, tokens.clone(), store);
                 } else if wide {
-                    token_tiles::<ROWS>(
-                        tokens.clone(),
-                        store,
-                        |t| {
-                            tile512::<L, ROWS, TOKENS>(
-                                FromBlocks::<L, ROWS>::new(w, groups, ahead),
-                                acts,
-                                t,
-                            )
-                        },
-                        |t| {
-                            if L::PLANES {
-                                tile512_one::<L, ROWS>(w, ahead, acts, t)
-                            } else {
-                                tile512::<L, ROWS, 1>(
-                                    FromBlocks::<L, ROWS>::new(w, groups, ahead),
-                                    acts,
-                                    t,
-                                )
-                            }
-                        },
-                    );
+                    from_blocks::<L, ROWS, false>(w, acts, tokens.clone(), store);
                 } else {
                     token_tiles::<ROWS>(
                         tokens.clone(),
@@ -917,29 +896,10 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                 r += ROWS;
             } else {
                 let w = [base.add(r * row_bytes)];
-                if wide {
-                    token_tiles::<1>(
-                        tokens.clone(),
-                        store,
-                        |t| {
-                            tile512::<L, 1, TOKENS>(
-                                FromBlocks::<L, 1>::new(w, groups, ahead),
-                                acts,
-                                t,
-                            )
-                        },
-                        |t| {
-                            if L::PLANES {
-                                tile512_one::<L, 1>(w, ahead, acts, t)
-                            } else {
-                                tile512::<L, 1, 1>(
-                                    FromBlocks::<L, 1>::new(w, groups, ahead),
-                                    acts,
-                                    t,
-                                )
-                            }
-                        },
-                    );
+                if wide && ahead {
+                    from_blocks::<L, 1, true>(w, acts, tokens.clone(), store);
+                } else if wide {
+                    from_blocks::<L, 1, false>(w, acts, tokens.clone(), store);
                 } else {
                     token_tiles::<1>(
                         tokens.clone(),
@@ -951,6 +911,37 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                 r += 1;
             }
         }
+    }
+}
+
+/// `R` rows straight from their blocks times `tokens` with 512-bit registers (decode, and
+/// prompts too short to unpack for), prefetching the rows ahead where `AHEAD`.
+///
+/// # Safety
+/// As [`tile512`]: whole rows, an even number of groups, AVX-512 VNNI; `tokens` inside `acts`
+/// and `store`.
+#[inline(always)]
+unsafe fn from_blocks<L: Layout, const R: usize, const AHEAD: bool>(
+    w: [*const u8; R],
+    acts: &Acts,
+    tokens: Range<usize>,
+    store: Store,
+) {
+    let groups = acts.groups;
+    // SAFETY: as this function's contract.
+    unsafe {
+        token_tiles::<R>(
+            tokens,
+            store,
+            |t| tile512::<L, R, TOKENS>(FromBlocks::<L, R, AHEAD>::new(w, groups), acts, t),
+            |t| {
+                if L::PLANES {
+                    tile512_one::<L, R, AHEAD>(w, acts, t)
+                } else {
+                    tile512::<L, R, 1>(FromBlocks::<L, R, AHEAD>::new(w, groups), acts, t)
+                }
+            },
+        );
     }
 }
 
