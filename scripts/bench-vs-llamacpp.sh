@@ -27,13 +27,20 @@ model="${1:-$($pyfill model path)}"
 llama_bench=$(scripts/llama-cpp.sh llama-bench)
 
 results=$(mktemp)
-trap 'rm -f "$results"' EXIT
+rows=$(mktemp)
+log=$(mktemp)
+trap 'rm -f "$results" "$rows" "$log"' EXIT
 for round in $(seq "$rounds"); do
   echo "round $round/$rounds: llama.cpp" >&2
-  "$llama_bench" -m "$model" -t "$threads" -p 128,512,1024 -n 64 -r 1 -o jsonl 2>/dev/null |
-    sed 's/^/llama /' >>"$results"
-  "$llama_bench" -m "$model" -t "$threads" -p 0 -n 64 -d 512 -r 1 -o jsonl 2>/dev/null |
-    sed 's/^/llama /' >>"$results"
+  for args in "-p 128,512,1024 -n 64" "-p 0 -n 64 -d 512"; do
+    # shellcheck disable=SC2086 # the arguments are meant to split
+    if ! "$llama_bench" -m "$model" -t "$threads" $args -r 1 -o jsonl 2>"$log" >"$rows"; then
+      echo "llama-bench $args failed:" >&2
+      tail -n 20 "$log" >&2
+      exit 1
+    fi
+    sed 's/^/llama /' "$rows" >>"$results"
+  done
   echo "round $round/$rounds: pyfill" >&2
   echo "pyfill $("$pyfill" --threads "$threads" bench --json --model "$model")" >>"$results"
 done
@@ -49,7 +56,7 @@ for line in open(path):
         if row["n_prompt"]:
             key = ("prefill", row["n_prompt"])
         else:
-            key = ("decode", row["n_gen"], row.get("n_depth", 0))
+            key = ("decode", row["n_gen"], row["n_depth"])
         llama.setdefault(key, []).append(row["avg_ts"])
     else:
         for n, rate in row["prefill"]:

@@ -214,8 +214,8 @@ fn zero_activations_give_zero() {
     }
 }
 
-/// Not a test: decode and prompt throughput of each format on the default model's shapes
-/// (`cargo test --release --lib kernel_throughput -- --ignored --nocapture`).
+/// Not a test: decode and prompt throughput of each format on the default model's shapes, plus
+/// two long-row streams (`cargo test --release --lib kernel_throughput -- --ignored --nocapture`).
 #[test]
 #[ignore]
 fn kernel_throughput() {

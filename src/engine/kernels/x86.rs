@@ -19,10 +19,10 @@ const ROWS: usize = 4;
 const TOKENS: usize = 4;
 /// The most bytes a tile of rows may span for decode to prefetch the next tile in one burst.
 /// Short rows (the default model's 896 columns) gain from it; long rows (4,864 columns, 14-19
-/// KiB a tile) were slower with it, and take [`AHEAD_GROUPS`] instead.
+/// KiB a tile) were slower with it, and take [`AHEAD_GROUPS`] instead (512-bit kernels).
 const PREFETCH_MAX: usize = 4096;
 /// How far ahead decode prefetches each of a tile's long rows, in groups (16: two K-quant
-/// blocks, 288-512 bytes per row). Each row is a stream of its own, four or more per thread,
+/// blocks; 352-544 bytes per row as stored, Q4_K 384, Q6_K 512), with the 512-bit kernels. Each row is a stream of its own, four or more per thread,
 /// which the hardware prefetchers did not follow well: Q4_K rows streamed at 17-22 GB/s
 /// without this and 42 with it on the probe, and decode ran ~12% faster (AMD Zen 5).
 const AHEAD_GROUPS: usize = 16;
@@ -62,7 +62,9 @@ trait Layout {
     unsafe fn group(row: *const u8, groups: usize, g: usize) -> Group;
 
     /// Asks for the bytes of groups `g..g + 8` of `row` (a whole row of `groups` groups) ahead
-    /// of use. `g` may lie past the row's end: only addresses are computed, nothing is read.
+    /// of use: the cache lines where each of the row's streams (planes, or blocks) reaches them.
+    /// Called for every eighth group in turn, so lines a call leaves out are the next call's.
+    /// `g` may lie past the row's end: only addresses are computed, nothing is read.
     fn prefetch(row: *const u8, groups: usize, g: usize);
 
     /// Groups `g` and `g + 1` in 512-bit registers.
@@ -582,7 +584,8 @@ trait Pairs {
     /// `r` is one of the tile's rows and `g + 1` one of its groups.
     unsafe fn pair(&self, r: usize, g: usize) -> Pair;
 
-    /// Asks for groups `g..g + 8` of every row ahead of use, where the source streams them.
+    /// Called at every eighth group `g`: where the source streams the rows (decode's long rows),
+    /// asks for their bytes [`AHEAD_GROUPS`] ahead (see [`prefetch_rows`]).
     fn prefetch(&self, g: usize);
 }
 
@@ -592,15 +595,38 @@ trait Pairs {
 struct FromBlocks<L, const R: usize, const AHEAD: bool> {
     rows: [*const u8; R],
     groups: usize,
+    /// Bytes from a row to the same row of the next tile.
+    tile_bytes: usize,
     layout: PhantomData<L>,
 }
 
 impl<L: Layout, const R: usize, const AHEAD: bool> FromBlocks<L, R, AHEAD> {
-    fn new(rows: [*const u8; R], groups: usize) -> Self {
+    fn new(rows: [*const u8; R], groups: usize, tile_bytes: usize) -> Self {
         Self {
             rows,
             groups,
+            tile_bytes,
             layout: PhantomData,
+        }
+    }
+}
+
+/// Decode's prefetch for long rows at group `g` (a multiple of 8): each of the tile's rows
+/// [`AHEAD_GROUPS`] ahead, and near its end the start of the same row in the next tile
+/// (`tile_bytes` further on), which the tile reads next.
+#[inline(always)]
+fn prefetch_rows<L: Layout, const R: usize>(
+    rows: [*const u8; R],
+    groups: usize,
+    tile_bytes: usize,
+    g: usize,
+) {
+    let at = g + AHEAD_GROUPS;
+    for row in rows {
+        if at < groups {
+            L::prefetch(row, groups, at);
+        } else {
+            L::prefetch(row.wrapping_add(tile_bytes), groups, at - groups);
         }
     }
 }
@@ -615,9 +641,7 @@ impl<L: Layout, const R: usize, const AHEAD: bool> Pairs for FromBlocks<L, R, AH
     #[inline(always)]
     fn prefetch(&self, g: usize) {
         if AHEAD {
-            for row in self.rows {
-                L::prefetch(row, self.groups, g);
-            }
+            prefetch_rows::<L, R>(self.rows, self.groups, self.tile_bytes, g);
         }
     }
 }
@@ -653,7 +677,7 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
         let mut acc = [[_mm512_setzero_ps(); T]; R];
         for g in (0..groups).step_by(2) {
             if g % 8 == 0 {
-                weights.prefetch(g + AHEAD_GROUPS);
+                weights.prefetch(g);
             }
             // Plain loops: the weight source must inline here, not sit behind a closure call.
             let mut w = [Pair {
@@ -706,7 +730,8 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
 /// 32 groups at a time, so a pair of groups only picks its two products out of registers. The
 /// same f32 products as [`tile512`]'s, so the results are bit-identical.
 ///
-/// `AHEAD`: prefetch the rows [`AHEAD_GROUPS`] ahead (long rows).
+/// `AHEAD`: prefetch the rows [`AHEAD_GROUPS`] ahead (long rows; `tile_bytes` from a row to
+/// the same row of the next tile, see [`prefetch_rows`]).
 ///
 /// # Safety
 /// As [`Layout::pair`], for every even group of `R` whole rows (an even number of groups), on a
@@ -714,6 +739,7 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
 #[inline(always)]
 unsafe fn tile512_one<L: Layout, const R: usize, const AHEAD: bool>(
     w: [*const u8; R],
+    tile_bytes: usize,
     acts: &Acts,
     [token]: [usize; 1],
 ) -> [[f32; 1]; R] {
@@ -756,9 +782,7 @@ unsafe fn tile512_one<L: Layout, const R: usize, const AHEAD: bool>(
                 which = first;
             }
             if AHEAD && g % 8 == 0 {
-                for row in w {
-                    L::prefetch(row, groups, g + AHEAD_GROUPS);
-                }
+                prefetch_rows::<L, R>(w, groups, tile_bytes, g);
             }
             let i = token * groups + g;
             let y = _mm512_loadu_si512(acts.q.as_ptr().add(i * GROUP).cast());
@@ -834,8 +858,8 @@ unsafe fn run<L: Layout, const VNNI: bool>(
         let wide = VNNI && groups.is_multiple_of(2);
         // Unpacking a tile of rows once pays off when several token tiles reuse it.
         let unpack = wide && tokens.len() >= 2 * TOKENS;
-        // Rows read once (decode): short ones prefetched a tile at a time, long ones each
-        // `AHEAD_GROUPS` ahead.
+        // Rows read once (decode): short ones prefetched a tile at a time, long ones (with the
+        // 512-bit kernels) each `AHEAD_GROUPS` ahead.
         let (next_tile, ahead) = if unpack {
             (false, false)
         } else {
@@ -882,9 +906,9 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                         },
                     );
                 } else if wide && ahead {
-                    from_blocks::<L, ROWS, true>(w, acts, tokens.clone(), store);
+                    from_blocks::<L, ROWS, true>(w, ROWS * row_bytes, acts, tokens.clone(), store);
                 } else if wide {
-                    from_blocks::<L, ROWS, false>(w, acts, tokens.clone(), store);
+                    from_blocks::<L, ROWS, false>(w, ROWS * row_bytes, acts, tokens.clone(), store);
                 } else {
                     token_tiles::<ROWS>(
                         tokens.clone(),
@@ -897,9 +921,9 @@ unsafe fn run<L: Layout, const VNNI: bool>(
             } else {
                 let w = [base.add(r * row_bytes)];
                 if wide && ahead {
-                    from_blocks::<L, 1, true>(w, acts, tokens.clone(), store);
+                    from_blocks::<L, 1, true>(w, row_bytes, acts, tokens.clone(), store);
                 } else if wide {
-                    from_blocks::<L, 1, false>(w, acts, tokens.clone(), store);
+                    from_blocks::<L, 1, false>(w, row_bytes, acts, tokens.clone(), store);
                 } else {
                     token_tiles::<1>(
                         tokens.clone(),
@@ -923,6 +947,7 @@ unsafe fn run<L: Layout, const VNNI: bool>(
 #[inline(always)]
 unsafe fn from_blocks<L: Layout, const R: usize, const AHEAD: bool>(
     w: [*const u8; R],
+    tile_bytes: usize,
     acts: &Acts,
     tokens: Range<usize>,
     store: Store,
@@ -933,12 +958,16 @@ unsafe fn from_blocks<L: Layout, const R: usize, const AHEAD: bool>(
         token_tiles::<R>(
             tokens,
             store,
-            |t| tile512::<L, R, TOKENS>(FromBlocks::<L, R, AHEAD>::new(w, groups), acts, t),
+            |t| {
+                let blocks = FromBlocks::<L, R, AHEAD>::new(w, groups, tile_bytes);
+                tile512::<L, R, TOKENS>(blocks, acts, t)
+            },
             |t| {
                 if L::PLANES {
-                    tile512_one::<L, R, AHEAD>(w, acts, t)
+                    tile512_one::<L, R, AHEAD>(w, tile_bytes, acts, t)
                 } else {
-                    tile512::<L, R, 1>(FromBlocks::<L, R, AHEAD>::new(w, groups), acts, t)
+                    let blocks = FromBlocks::<L, R, AHEAD>::new(w, groups, tile_bytes);
+                    tile512::<L, R, 1>(blocks, acts, t)
                 }
             },
         );
