@@ -5,7 +5,51 @@
 
 use std::ops::Range;
 
+use half::f16;
+
 use super::exp;
+
+/// What the key/value cache holds: f32, or f16 (half the bytes for a decoding step to read, the
+/// attention's main cost on long contexts). Arithmetic is f32 either way.
+pub trait KvValue: Copy + Send + Sync + 'static {
+    fn to_f32(self) -> f32;
+
+    /// Sixteen consecutive values as f32.
+    ///
+    /// # Safety
+    /// `p` points at 16 readable values; the CPU runs AVX-512 F.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512;
+}
+
+impl KvValue for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        // SAFETY: as the trait's contract.
+        unsafe { std::arch::x86_64::_mm512_loadu_ps(p) }
+    }
+}
+
+impl KvValue for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: as the trait's contract (AVX-512 F converts 16 halves at once).
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) }
+    }
+}
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +71,7 @@ pub struct Heads {
 /// `q`: `(seq, n_head * dim)` as projected (after rotary embedding); `k`, `v`: the cache, head
 /// `h` of position `j` at `h * head_stride + j * dim`, holding at least `pos + seq` positions.
 /// Returns `(seq, n_head * dim)`.
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], shape: Heads) -> Vec<f32> {
+pub fn attention<T: KvValue>(q: &[f32], k: &[T], v: &[T], shape: Heads) -> Vec<f32> {
     let Heads {
         n_head, seq, dim, ..
     } = shape;
@@ -95,10 +139,10 @@ impl Out {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn one_query(
+fn one_query<T: KvValue>(
     q: &[f32],
-    k: &[f32],
-    v: &[f32],
+    k: &[T],
+    v: &[T],
     shape: Heads,
     i: usize,
     h: usize,
@@ -142,7 +186,7 @@ fn one_query(
             out.fill(0.0);
             for (p, value) in scores.iter().zip(v.chunks_exact(dim)) {
                 for (o, x) in out.iter_mut().zip(value) {
-                    *o += p * x;
+                    *o += p * x.to_f32();
                 }
             }
             for o in out.iter_mut() {
@@ -157,6 +201,8 @@ fn one_query(
 #[cfg(target_arch = "x86_64")]
 mod simd {
     use std::arch::x86_64::*;
+
+    use super::KvValue;
 
     #[derive(Clone, Copy)]
     pub enum Run {
@@ -181,11 +227,17 @@ mod simd {
     impl Run {
         /// # Safety
         /// The CPU runs AVX-512 F; `q` has the run's head size and `keys` whole heads of it.
-        pub unsafe fn scores(self, q: &[f32], keys: &[f32], scale: f32, out: &mut Vec<f32>) {
+        pub unsafe fn scores<T: KvValue>(
+            self,
+            q: &[f32],
+            keys: &[T],
+            scale: f32,
+            out: &mut Vec<f32>,
+        ) {
             unsafe {
                 match self {
-                    Self::Dim64 => scores::<4>(q, keys, scale, out),
-                    Self::Dim128 => scores::<8>(q, keys, scale, out),
+                    Self::Dim64 => scores::<T, 4>(q, keys, scale, out),
+                    Self::Dim128 => scores::<T, 8>(q, keys, scale, out),
                 }
             }
         }
@@ -194,11 +246,17 @@ mod simd {
         ///
         /// # Safety
         /// As [`Run::scores`], with `out` of the head size.
-        pub unsafe fn weighted_sum(self, p: &[f32], values: &[f32], inv: f32, out: &mut [f32]) {
+        pub unsafe fn weighted_sum<T: KvValue>(
+            self,
+            p: &[f32],
+            values: &[T],
+            inv: f32,
+            out: &mut [f32],
+        ) {
             unsafe {
                 match self {
-                    Self::Dim64 => weighted_sum::<4>(p, values, inv, out),
-                    Self::Dim128 => weighted_sum::<8>(p, values, inv, out),
+                    Self::Dim64 => weighted_sum::<T, 4>(p, values, inv, out),
+                    Self::Dim128 => weighted_sum::<T, 8>(p, values, inv, out),
                 }
             }
         }
@@ -210,29 +268,29 @@ mod simd {
         ///
         /// # Safety
         /// As [`Run::scores`].
-        pub unsafe fn group(
+        pub unsafe fn group<T: KvValue>(
             self,
             q: &[f32],
-            keys: &[f32],
-            values: &[f32],
+            keys: &[T],
+            values: &[T],
             scale: f32,
             scores: &mut Vec<f32>,
             out: &mut [f32],
         ) {
             unsafe {
                 match self {
-                    Self::Dim64 => group::<4>(q, keys, values, scale, scores, out),
-                    Self::Dim128 => group::<8>(q, keys, values, scale, scores, out),
+                    Self::Dim64 => group::<T, 4>(q, keys, values, scale, scores, out),
+                    Self::Dim128 => group::<T, 8>(q, keys, values, scale, scores, out),
                 }
             }
         }
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn group<const C: usize>(
+    unsafe fn group<T: KvValue, const C: usize>(
         q: &[f32],
-        keys: &[f32],
-        values: &[f32],
+        keys: &[T],
+        values: &[T],
         scale: f32,
         scores: &mut Vec<f32>,
         out: &mut [f32],
@@ -254,9 +312,9 @@ mod simd {
                     let qc: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(qh.add(16 * c)));
                     let lanes: [__m512; 16] = std::array::from_fn(|j| {
                         let key = block.add(j * dim);
-                        let mut acc = _mm512_mul_ps(qc[0], _mm512_loadu_ps(key));
+                        let mut acc = _mm512_mul_ps(qc[0], T::load16(key));
                         for (c, part) in qc.iter().enumerate().skip(1) {
-                            acc = _mm512_fmadd_ps(*part, _mm512_loadu_ps(key.add(16 * c)), acc);
+                            acc = _mm512_fmadd_ps(*part, T::load16(key.add(16 * c)), acc);
                         }
                         acc
                     });
@@ -266,8 +324,7 @@ mod simd {
             }
             // The last few keys one at a time, each loaded once for every head of the group.
             for (j, key) in keys.chunks_exact(dim).enumerate().skip(16 * blocks) {
-                let k: [__m512; C] =
-                    std::array::from_fn(|c| _mm512_loadu_ps(key.as_ptr().add(16 * c)));
+                let k: [__m512; C] = std::array::from_fn(|c| T::load16(key.as_ptr().add(16 * c)));
                 for h in 0..heads {
                     let qh = q.as_ptr().add(h * dim);
                     let mut acc = _mm512_mul_ps(_mm512_loadu_ps(qh), k[0]);
@@ -289,7 +346,7 @@ mod simd {
             for c in 0..C {
                 let mut acc = [_mm512_setzero_ps(); MAX_GROUP];
                 for (j, value) in values.chunks_exact(dim).enumerate() {
-                    let vc = _mm512_loadu_ps(value.as_ptr().add(16 * c));
+                    let vc = T::load16(value.as_ptr().add(16 * c));
                     for (h, a) in acc.iter_mut().enumerate().take(heads) {
                         let p = _mm512_set1_ps(*scores.get_unchecked(h * n + j));
                         *a = _mm512_fmadd_ps(p, vc, *a);
@@ -333,13 +390,18 @@ mod simd {
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn scores<const C: usize>(q: &[f32], keys: &[f32], scale: f32, out: &mut Vec<f32>) {
+    unsafe fn scores<T: KvValue, const C: usize>(
+        q: &[f32],
+        keys: &[T],
+        scale: f32,
+        out: &mut Vec<f32>,
+    ) {
         unsafe {
             let q: [__m512; C] = std::array::from_fn(|c| _mm512_loadu_ps(q.as_ptr().add(16 * c)));
             for key in keys.chunks_exact(16 * C) {
-                let mut acc = _mm512_mul_ps(q[0], _mm512_loadu_ps(key.as_ptr()));
+                let mut acc = _mm512_mul_ps(q[0], T::load16(key.as_ptr()));
                 for (c, qc) in q.iter().enumerate().skip(1) {
-                    acc = _mm512_fmadd_ps(*qc, _mm512_loadu_ps(key.as_ptr().add(16 * c)), acc);
+                    acc = _mm512_fmadd_ps(*qc, T::load16(key.as_ptr().add(16 * c)), acc);
                 }
                 out.push(_mm512_reduce_add_ps(acc) * scale);
             }
@@ -347,13 +409,18 @@ mod simd {
     }
 
     #[target_feature(enable = "avx512f")]
-    unsafe fn weighted_sum<const C: usize>(p: &[f32], values: &[f32], inv: f32, out: &mut [f32]) {
+    unsafe fn weighted_sum<T: KvValue, const C: usize>(
+        p: &[f32],
+        values: &[T],
+        inv: f32,
+        out: &mut [f32],
+    ) {
         unsafe {
             let mut acc = [_mm512_setzero_ps(); C];
             for (pj, value) in p.iter().zip(values.chunks_exact(16 * C)) {
                 let pj = _mm512_set1_ps(*pj);
                 for (c, a) in acc.iter_mut().enumerate() {
-                    *a = _mm512_fmadd_ps(pj, _mm512_loadu_ps(value.as_ptr().add(16 * c)), *a);
+                    *a = _mm512_fmadd_ps(pj, T::load16(value.as_ptr().add(16 * c)), *a);
                 }
             }
             for (c, a) in acc.iter().enumerate() {
@@ -367,16 +434,20 @@ mod simd {
 }
 
 /// A dot product in sixteen independent lanes (so it vectorises).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<T: KvValue>(a: &[f32], b: &[T]) -> f32 {
     let mut lanes = [0f32; 16];
     let chunks = a.chunks_exact(16).zip(b.chunks_exact(16));
     for (x, y) in chunks {
         for l in 0..16 {
-            lanes[l] += x[l] * y[l];
+            lanes[l] += x[l] * y[l].to_f32();
         }
     }
     let tail = a.len() / 16 * 16;
-    let rest: f32 = a[tail..].iter().zip(&b[tail..]).map(|(x, y)| x * y).sum();
+    let rest: f32 = a[tail..]
+        .iter()
+        .zip(&b[tail..])
+        .map(|(x, y)| x * y.to_f32())
+        .sum();
     lanes.iter().sum::<f32>() + rest
 }
 
@@ -475,6 +546,17 @@ mod tests {
             let want = reference(&q, &k, &v, shape);
             for (a, b) in got.iter().zip(&want) {
                 assert!((a - b).abs() < 1e-5, "{shape:?}: {a} vs {b}");
+            }
+            // An f16 cache: the same arithmetic on the values it holds.
+            let (k16, v16): (Vec<f16>, Vec<f16>) = (
+                k.iter().map(|&x| f16::from_f32(x)).collect(),
+                v.iter().map(|&x| f16::from_f32(x)).collect(),
+            );
+            let widened = |h: &[f16]| h.iter().map(|x| x.to_f32()).collect::<Vec<f32>>();
+            let got = attention(&q, &k16, &v16, shape);
+            let want = reference(&q, &widened(&k16), &widened(&v16), shape);
+            for (a, b) in got.iter().zip(&want) {
+                assert!((a - b).abs() < 1e-5, "f16 {shape:?}: {a} vs {b}");
             }
         }
     }

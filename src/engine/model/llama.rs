@@ -2,7 +2,7 @@
 //! grouped keys/values, SwiGLU feed-forward.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Device, Storage, Tensor};
+use candle_core::{DType, Device, Storage, Tensor};
 
 use super::{Bias, Kernels, Linear, LogitsFor, Rope, Stack, rms_norm, vector};
 use crate::engine::error::{Error, Result};
@@ -21,6 +21,9 @@ pub struct Llama {
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
+    /// What the KV cache holds: f16 with the engine's kernels (half the bytes for attention to
+    /// read per step, as llama.cpp's default cache), f32 for the reference and exact paths.
+    kv_dtype: DType,
 }
 
 struct Layer {
@@ -168,6 +171,11 @@ impl Llama {
             n_head,
             n_kv_head,
             head_dim,
+            kv_dtype: if kernels == Kernels::Fast {
+                DType::F16
+            } else {
+                DType::F32
+            },
         })
     }
 
@@ -239,12 +247,13 @@ impl Llama {
         Ok(Some(Tensor::from_vec(out, (n, vocab), &device)?))
     }
 
-    /// Rows `(seq, heads * head_dim)` -> the cache's `(heads, seq, head_dim)`.
+    /// Rows `(seq, heads * head_dim)` -> the cache's `(heads, seq, head_dim)`, in its type.
     fn heads(&self, rows: Vec<f32>, seq: usize) -> Result<Tensor> {
         let heads = rows.len() / (seq * self.head_dim);
         Ok(
             Tensor::from_vec(rows, (seq, heads, self.head_dim), &Device::Cpu)?
                 .transpose(0, 1)?
+                .to_dtype(self.kv_dtype)?
                 .contiguous()?,
         )
     }
@@ -266,7 +275,6 @@ fn cached_attention(
     let (Storage::Cpu(k_cpu), Storage::Cpu(v_cpu)) = (&*k_storage, &*v_storage) else {
         return Err(candle_core::Error::Msg("the KV cache is not in CPU memory".into()).into());
     };
-    let (k_all, v_all) = (k_cpu.as_slice::<f32>()?, v_cpu.as_slice::<f32>()?);
     let shape = Heads {
         n_head,
         n_kv,
@@ -276,10 +284,19 @@ fn cached_attention(
         head_stride: k_layout.stride()[0],
     };
     debug_assert_eq!(k_layout.stride(), v_layout.stride());
-    Ok(attention(
-        q,
-        &k_all[k_layout.start_offset()..],
-        &v_all[v_layout.start_offset()..],
-        shape,
-    ))
+    let (k_at, v_at) = (k_layout.start_offset(), v_layout.start_offset());
+    Ok(match k.dtype() {
+        DType::F16 => attention(
+            q,
+            &k_cpu.as_slice::<half::f16>()?[k_at..],
+            &v_cpu.as_slice::<half::f16>()?[v_at..],
+            shape,
+        ),
+        _ => attention(
+            q,
+            &k_cpu.as_slice::<f32>()?[k_at..],
+            &v_cpu.as_slice::<f32>()?[v_at..],
+            shape,
+        ),
+    })
 }
