@@ -595,39 +595,28 @@ trait Pairs {
 struct FromBlocks<L, const R: usize, const AHEAD: bool> {
     rows: [*const u8; R],
     groups: usize,
-    /// Bytes from a row to the same row of the next tile.
-    tile_bytes: usize,
     layout: PhantomData<L>,
 }
 
 impl<L: Layout, const R: usize, const AHEAD: bool> FromBlocks<L, R, AHEAD> {
-    fn new(rows: [*const u8; R], groups: usize, tile_bytes: usize) -> Self {
+    fn new(rows: [*const u8; R], groups: usize) -> Self {
         Self {
             rows,
             groups,
-            tile_bytes,
             layout: PhantomData,
         }
     }
 }
 
 /// Decode's prefetch for long rows at group `g` (a multiple of 8): each of the tile's rows
-/// [`AHEAD_GROUPS`] ahead, and near its end the start of the same row in the next tile
-/// (`tile_bytes` further on), which the tile reads next.
+/// [`AHEAD_GROUPS`] ahead. Near a row's end that lands in the next row, which this tile has
+/// read already. Asking instead for the start of the same row in the next tile made the K-quant
+/// products ~0.3-0.5 ms per token faster but, unexplained, the output head 0.7-1.1 ms slower
+/// (whole step 2-4% slower in three alternating runs, with and without 64-byte loop alignment).
 #[inline(always)]
-fn prefetch_rows<L: Layout, const R: usize>(
-    rows: [*const u8; R],
-    groups: usize,
-    tile_bytes: usize,
-    g: usize,
-) {
-    let at = g + AHEAD_GROUPS;
+fn prefetch_rows<L: Layout, const R: usize>(rows: [*const u8; R], groups: usize, g: usize) {
     for row in rows {
-        if at < groups {
-            L::prefetch(row, groups, at);
-        } else {
-            L::prefetch(row.wrapping_add(tile_bytes), groups, at - groups);
-        }
+        L::prefetch(row, groups, g + AHEAD_GROUPS);
     }
 }
 
@@ -641,7 +630,7 @@ impl<L: Layout, const R: usize, const AHEAD: bool> Pairs for FromBlocks<L, R, AH
     #[inline(always)]
     fn prefetch(&self, g: usize) {
         if AHEAD {
-            prefetch_rows::<L, R>(self.rows, self.groups, self.tile_bytes, g);
+            prefetch_rows::<L, R>(self.rows, self.groups, g);
         }
     }
 }
@@ -730,8 +719,7 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
 /// 32 groups at a time, so a pair of groups only picks its two products out of registers. The
 /// same f32 products as [`tile512`]'s, so the results are bit-identical.
 ///
-/// `AHEAD`: prefetch the rows [`AHEAD_GROUPS`] ahead (long rows; `tile_bytes` from a row to
-/// the same row of the next tile, see [`prefetch_rows`]).
+/// `AHEAD`: prefetch the rows [`AHEAD_GROUPS`] ahead (long rows, see [`prefetch_rows`]).
 ///
 /// # Safety
 /// As [`Layout::pair`], for every even group of `R` whole rows (an even number of groups), on a
@@ -739,7 +727,6 @@ unsafe fn tile512<L: Layout, const R: usize, const T: usize>(
 #[inline(always)]
 unsafe fn tile512_one<L: Layout, const R: usize, const AHEAD: bool>(
     w: [*const u8; R],
-    tile_bytes: usize,
     acts: &Acts,
     [token]: [usize; 1],
 ) -> [[f32; 1]; R] {
@@ -782,7 +769,7 @@ unsafe fn tile512_one<L: Layout, const R: usize, const AHEAD: bool>(
                 which = first;
             }
             if AHEAD && g % 8 == 0 {
-                prefetch_rows::<L, R>(w, groups, tile_bytes, g);
+                prefetch_rows::<L, R>(w, groups, g);
             }
             let i = token * groups + g;
             let y = _mm512_loadu_si512(acts.q.as_ptr().add(i * GROUP).cast());
@@ -906,9 +893,9 @@ unsafe fn run<L: Layout, const VNNI: bool>(
                         },
                     );
                 } else if wide && ahead {
-                    from_blocks::<L, ROWS, true>(w, ROWS * row_bytes, acts, tokens.clone(), store);
+                    from_blocks::<L, ROWS, true>(w, acts, tokens.clone(), store);
                 } else if wide {
-                    from_blocks::<L, ROWS, false>(w, ROWS * row_bytes, acts, tokens.clone(), store);
+                    from_blocks::<L, ROWS, false>(w, acts, tokens.clone(), store);
                 } else {
                     token_tiles::<ROWS>(
                         tokens.clone(),
@@ -921,9 +908,9 @@ unsafe fn run<L: Layout, const VNNI: bool>(
             } else {
                 let w = [base.add(r * row_bytes)];
                 if wide && ahead {
-                    from_blocks::<L, 1, true>(w, row_bytes, acts, tokens.clone(), store);
+                    from_blocks::<L, 1, true>(w, acts, tokens.clone(), store);
                 } else if wide {
-                    from_blocks::<L, 1, false>(w, row_bytes, acts, tokens.clone(), store);
+                    from_blocks::<L, 1, false>(w, acts, tokens.clone(), store);
                 } else {
                     token_tiles::<1>(
                         tokens.clone(),
@@ -947,7 +934,6 @@ unsafe fn run<L: Layout, const VNNI: bool>(
 #[inline(always)]
 unsafe fn from_blocks<L: Layout, const R: usize, const AHEAD: bool>(
     w: [*const u8; R],
-    tile_bytes: usize,
     acts: &Acts,
     tokens: Range<usize>,
     store: Store,
@@ -959,14 +945,14 @@ unsafe fn from_blocks<L: Layout, const R: usize, const AHEAD: bool>(
             tokens,
             store,
             |t| {
-                let blocks = FromBlocks::<L, R, AHEAD>::new(w, groups, tile_bytes);
+                let blocks = FromBlocks::<L, R, AHEAD>::new(w, groups);
                 tile512::<L, R, TOKENS>(blocks, acts, t)
             },
             |t| {
                 if L::PLANES {
-                    tile512_one::<L, R, AHEAD>(w, tile_bytes, acts, t)
+                    tile512_one::<L, R, AHEAD>(w, acts, t)
                 } else {
-                    let blocks = FromBlocks::<L, R, AHEAD>::new(w, groups, tile_bytes);
+                    let blocks = FromBlocks::<L, R, AHEAD>::new(w, groups);
                     tile512::<L, R, 1>(blocks, acts, t)
                 }
             },
