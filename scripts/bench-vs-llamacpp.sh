@@ -42,7 +42,8 @@ for round in $(seq "$rounds"); do
     sed 's/^/llama /' "$rows" >>"$results"
   done
   echo "round $round/$rounds: pyfill" >&2
-  echo "pyfill $("$pyfill" --threads "$threads" bench --json --model "$model")" >>"$results"
+  ours=$("$pyfill" --threads "$threads" bench --json --model "$model")
+  echo "pyfill $ours" >>"$results"
 done
 
 python3 - "$results" "$threads" "$model" <<'EOF'

@@ -51,6 +51,19 @@ impl KvValue for f16 {
     }
 }
 
+/// Whether a cache of f16 values is read at vector speed for this head size: the AVX-512 loops
+/// convert 16 at a time; elsewhere each value would be converted on its own (several times
+/// slower than f32 where the build does not enable F16C), so callers keep f32 there.
+pub fn f16_is_fast(dim: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return simd::run(dim).is_some();
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = dim;
+        false
+    }
+}
+
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]
 pub struct Heads {

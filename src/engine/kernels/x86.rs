@@ -609,8 +609,8 @@ impl<L: Layout, const R: usize, const AHEAD: bool> FromBlocks<L, R, AHEAD> {
 }
 
 /// Decode's prefetch for long rows at group `g` (a multiple of 8): each of the tile's rows
-/// [`AHEAD_GROUPS`] ahead. Near a row's end that lands in the next row, which this tile has
-/// read already. Asking instead for the start of the same row in the next tile made the K-quant
+/// [`AHEAD_GROUPS`] ahead. Near a row's end that lands past it: in block layouts the next row
+/// (read already, but for the tile's last row: the next tile's first). Asking instead for the start of the same row in the next tile made the K-quant
 /// products ~0.3-0.5 ms per token faster but, unexplained, the output head 0.7-1.1 ms slower
 /// (whole step 2-4% slower in three alternating runs, with and without 64-byte loop alignment).
 #[inline(always)]

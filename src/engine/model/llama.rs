@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Storage, Tensor};
 use super::{Bias, Kernels, Linear, LogitsFor, Rope, Stack, rms_norm, vector};
 use crate::engine::error::{Error, Result};
 use crate::engine::gguf::GgufFile;
-use crate::engine::kernels::attention::{Heads, attention};
+use crate::engine::kernels::attention::{Heads, attention, f16_is_fast};
 use crate::engine::kernels::exp;
 use crate::engine::kv_cache::KvCache;
 
@@ -21,8 +21,9 @@ pub struct Llama {
     n_head: usize,
     n_kv_head: usize,
     head_dim: usize,
-    /// What the KV cache holds: f16 with the engine's kernels (half the bytes for attention to
-    /// read per step, as llama.cpp's default cache), f32 for the reference and exact paths.
+    /// What the KV cache holds: f16 with the Fast kernels where attention reads f16 at vector
+    /// speed (half the bytes per step, as llama.cpp's default cache), f32 otherwise and for the
+    /// Reference and Exact paths.
     kv_dtype: DType,
 }
 
@@ -171,7 +172,7 @@ impl Llama {
             n_head,
             n_kv_head,
             head_dim,
-            kv_dtype: if kernels == Kernels::Fast {
+            kv_dtype: if kernels == Kernels::Fast && f16_is_fast(head_dim) {
                 DType::F16
             } else {
                 DType::F32
@@ -292,11 +293,15 @@ fn cached_attention(
             &v_cpu.as_slice::<half::f16>()?[v_at..],
             shape,
         ),
-        _ => attention(
+        DType::F32 => attention(
             q,
             &k_cpu.as_slice::<f32>()?[k_at..],
             &v_cpu.as_slice::<f32>()?[v_at..],
             shape,
         ),
+        other => {
+            let message = format!("the KV cache holds {other:?}, not f16 or f32");
+            return Err(candle_core::Error::Msg(message).into());
+        }
     })
 }
