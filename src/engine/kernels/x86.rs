@@ -22,9 +22,10 @@ const TOKENS: usize = 4;
 /// KiB a tile) were slower with it, and take [`AHEAD_GROUPS`] instead (512-bit kernels).
 const PREFETCH_MAX: usize = 4096;
 /// How far ahead decode prefetches each of a tile's long rows, in groups (16: two K-quant
-/// blocks; 352-544 bytes per row as stored, Q4_K 384, Q6_K 512), with the 512-bit kernels. Each row is a stream of its own, four or more per thread,
-/// which the hardware prefetchers did not follow well: Q4_K rows streamed at 17-22 GB/s
-/// without this and 42 with it on the probe, and decode ran ~12% faster (AMD Zen 5).
+/// blocks; 352-544 bytes per row as stored, Q4_K 384, Q6_K 512), with the 512-bit kernels.
+/// Each row is a stream of its own, four or more per thread, which the hardware prefetchers
+/// did not follow well: Q4_K rows streamed at 17-22 GB/s without this and 42 with it on the
+/// probe, and decode ran ~12% faster (AMD Zen 5).
 const AHEAD_GROUPS: usize = 16;
 /// The fewest tiles of rows a thread takes from the shared cursor at once.
 const MIN_CHUNK: usize = 4;
@@ -610,9 +611,10 @@ impl<L: Layout, const R: usize, const AHEAD: bool> FromBlocks<L, R, AHEAD> {
 
 /// Decode's prefetch for long rows at group `g` (a multiple of 8): each of the tile's rows
 /// [`AHEAD_GROUPS`] ahead. Near a row's end that lands past it: in block layouts the next row
-/// (read already, but for the tile's last row: the next tile's first). Asking instead for the start of the same row in the next tile made the K-quant
-/// products ~0.3-0.5 ms per token faster but, unexplained, the output head 0.7-1.1 ms slower
-/// (whole step 2-4% slower in three alternating runs, with and without 64-byte loop alignment).
+/// (read already, but for the tile's last row: the next tile's first). Asking instead for the
+/// start of the same row in the next tile made the K-quant products ~0.3-0.5 ms per token
+/// faster but, unexplained, the output head 0.7-1.1 ms slower (whole step 2-4% slower in three
+/// alternating runs, with and without 64-byte loop alignment).
 #[inline(always)]
 fn prefetch_rows<L: Layout, const R: usize>(rows: [*const u8; R], groups: usize, g: usize) {
     for row in rows {
